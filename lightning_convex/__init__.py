@@ -1,0 +1,34 @@
+"""lightning-convex: convex certificates and hybrid convex/SGD training for parallel ReLU networks.
+
+The mathematics is Ergen & Pilanci, "Global Optimality Beyond Two Layers: Training Deep ReLU
+Networks via Convex Programs" (ICML 2021); the symbols follow the project's MATH.md.
+"""
+
+from .model import ParallelReLU
+from .objective import objective, predict
+from .patterns import PatternSet, concatenate, patterns_of, sample_patterns, union
+from .program import RestrictedProgram
+from .reconstruct import branch_weights, load_solution_, to_network
+from .solution import Solution, SolveStatus
+from .solvers import available_solvers, solve
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ParallelReLU",
+    "PatternSet",
+    "RestrictedProgram",
+    "Solution",
+    "SolveStatus",
+    "available_solvers",
+    "branch_weights",
+    "concatenate",
+    "load_solution_",
+    "objective",
+    "patterns_of",
+    "predict",
+    "sample_patterns",
+    "solve",
+    "to_network",
+    "union",
+]

@@ -1,0 +1,71 @@
+"""Input validation shared by every public entry point.
+
+Each check raises ``ValueError`` (or ``TypeError``) with a message that names the argument and
+what is wrong with it, so that bad input never reaches a solver or a network.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+REGULARIZATIONS = ("path", "paper")
+
+
+def as_matrix(X, name: str = "X", device=None, dtype=None) -> torch.Tensor:
+    """``X`` as a 2-D floating tensor, checked for shape and finiteness."""
+    X = torch.as_tensor(X, device=device)
+    if not torch.is_floating_point(X):
+        X = X.to(torch.get_default_dtype())
+    if dtype is not None:
+        X = X.to(dtype)
+    if X.dim() != 2:
+        raise ValueError(f"{name} must be a 2-D (n, d) tensor, got shape {tuple(X.shape)}")
+    if X.shape[0] == 0 or X.shape[1] == 0:
+        raise ValueError(f"{name} must be non-empty, got shape {tuple(X.shape)}")
+    if not bool(torch.isfinite(X).all()):
+        raise ValueError(f"{name} contains NaN or inf entries")
+    return X
+
+
+def as_targets(y, n: int, name: str = "y", device=None, dtype=None) -> torch.Tensor:
+    """``y`` as a 1-D floating tensor of length ``n`` (an (n, 1) column is accepted)."""
+    y = torch.as_tensor(y, device=device)
+    if not torch.is_floating_point(y):
+        y = y.to(torch.get_default_dtype())
+    if dtype is not None:
+        y = y.to(dtype)
+    if y.dim() == 2 and y.shape[1] == 1:
+        y = y[:, 0]
+    if y.dim() != 1:
+        raise ValueError(
+            f"{name} must be a 1-D tensor of n scalar targets, got shape {tuple(y.shape)}; "
+            "for several outputs fit one network per output"
+        )
+    if y.shape[0] != n:
+        raise ValueError(f"{name} has {y.shape[0]} entries but X has {n} rows")
+    if not bool(torch.isfinite(y).all()):
+        raise ValueError(f"{name} contains NaN or inf entries")
+    return y
+
+
+def check_beta(beta) -> float:
+    """``beta`` as a positive finite float."""
+    try:
+        value = float(beta)
+    except (TypeError, ValueError):
+        raise TypeError(f"beta must be a positive number, got {beta!r}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(f"beta must be a positive finite number, got {beta!r}")
+    return value
+
+
+def check_regularization(regularization: str) -> str:
+    if regularization not in REGULARIZATIONS:
+        raise ValueError(
+            f"unsupported regularization {regularization!r}: use 'path' (path norm) or 'paper' "
+            "(eq. 4: squared norms of the last two layers with ||W1_k||_F <= 1). Plain weight "
+            "decay on all layers is not equivalent to the convex program."
+        )
+    return regularization

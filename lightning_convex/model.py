@@ -1,0 +1,168 @@
+"""The parallel ReLU network of Ergen & Pilanci (ICML 2021), MATH.md section 1.
+
+Depth 3 (the paper's three-layer sub-networks), K branches of width m::
+
+    f(X) = sum_k w3_k * relu( relu(X W1_k) w2_k )
+
+Depth 2 (one neuron per branch, the two-layer network of Pilanci & Ergen 2020)::
+
+    f(X) = sum_k w3_k * relu(X u_k),       u_k = W1[k, :, 0]
+
+With ``bias=True`` a constant-1 column is appended to X (last column) before the first layer, so
+``W1`` has ``in_features + 1`` rows; every other part of the library (patterns, programs,
+reconstruction) appends the same column.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from ._checks import check_regularization
+
+
+def add_bias_column(X: torch.Tensor) -> torch.Tensor:
+    """X with a constant-1 column appended (the first layer's bias, MATH.md section 1)."""
+    ones = torch.ones(X.shape[0], 1, dtype=X.dtype, device=X.device)
+    return torch.cat([X, ones], dim=1)
+
+
+class ParallelReLU(nn.Module):
+    """K parallel ReLU sub-networks summed into one scalar output.
+
+    Args:
+        in_features: d, the number of input columns (without the bias column).
+        hidden: m, the width of each branch's first layer. Must be 1 for ``depth=2``.
+        branches: K, the number of parallel branches.
+        depth: 3 (``W1`` (K, d, m), ``w2`` (K, m), ``w3`` (K,)) or 2 (``W1`` (K, d, 1),
+            ``w3`` (K,), and ``w2`` is ``None``).
+        bias: append a constant-1 column to X, so ``W1`` has d + 1 rows.
+        regularization: ``"path"``: R = sum_k sum_j ||W1_k[:, j]|| |w2_kj| |w3_k| (depth 2:
+            sum_k ||u_k|| |w3_k|); ``"paper"`` (eq. 4): R = 1/2 sum_k (||w2_k||^2 + w3_k^2) with
+            ||W1_k||_F <= 1 kept by :meth:`project_` (depth 2: 1/2 sum_k (||u_k||^2 + w3_k^2),
+            no constraint). Both give the same convex program (MATH.md section 3).
+
+    Parameters are initialised like ``nn.Linear`` (uniform in +-1/sqrt(fan_in) per layer) and,
+    in the paper form, projected onto ||W1_k||_F <= 1.
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        hidden: int,
+        branches: int,
+        depth: int = 3,
+        bias: bool = False,
+        regularization: str = "path",
+    ) -> None:
+        super().__init__()
+        for name, value in (("in_features", in_features), ("hidden", hidden), ("branches", branches)):
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if depth not in (2, 3):
+            raise ValueError(f"depth must be 2 or 3, got {depth!r}")
+        if depth == 2 and hidden != 1:
+            raise ValueError(
+                f"depth=2 has one neuron per branch (f = sum_k w3_k relu(X u_k)); pass hidden=1 "
+                f"and branches=K for K neurons, got hidden={hidden}"
+            )
+        self.in_features = in_features
+        self.hidden = hidden
+        self.branches = branches
+        self.depth = depth
+        self.bias = bool(bias)
+        self.regularization = check_regularization(regularization)
+        rows = in_features + int(self.bias)
+        self.W1 = nn.Parameter(torch.empty(branches, rows, hidden))
+        if depth == 3:
+            self.w2 = nn.Parameter(torch.empty(branches, hidden))
+        else:
+            self.register_parameter("w2", None)
+        self.w3 = nn.Parameter(torch.empty(branches))
+        self.reset_parameters()
+
+    @property
+    def feature_dim(self) -> int:
+        """d' = d + 1 with a bias column, else d: the length of each q_pj."""
+        return self.in_features + int(self.bias)
+
+    def reset_parameters(self) -> None:
+        """Uniform(+-1/sqrt(fan_in)) per layer; the paper form then projects W1."""
+        with torch.no_grad():
+            bound = 1.0 / math.sqrt(self.feature_dim)
+            self.W1.uniform_(-bound, bound)
+            if self.w2 is not None:
+                self.w2.uniform_(-1.0 / math.sqrt(self.hidden), 1.0 / math.sqrt(self.hidden))
+            self.w3.uniform_(-1.0 / math.sqrt(self.branches), 1.0 / math.sqrt(self.branches))
+        self.project_()
+
+    def extra_repr(self) -> str:
+        return (
+            f"in_features={self.in_features}, hidden={self.hidden}, branches={self.branches}, "
+            f"depth={self.depth}, bias={self.bias}, regularization={self.regularization!r}"
+        )
+
+    def features(self, X: torch.Tensor) -> torch.Tensor:
+        """X with the bias column appended when ``bias=True``: the rows the first layer sees."""
+        if X.dim() != 2 or X.shape[1] != self.in_features:
+            raise ValueError(
+                f"expected X of shape (n, {self.in_features}), got {tuple(X.shape)}"
+            )
+        return add_bias_column(X) if self.bias else X
+
+    def second_layer(self) -> torch.Tensor:
+        """w2 (K, m); for depth 2 a fixed (K, 1) tensor of ones, so the formulas stay uniform."""
+        if self.w2 is not None:
+            return self.w2
+        return torch.ones(self.branches, 1, dtype=self.W1.dtype, device=self.W1.device)
+
+    def forward(self, X: torch.Tensor) -> torch.Tensor:
+        """f(X), shape (n,)."""
+        Xf = self.features(X)
+        return branch_outputs(Xf, self.W1, self.w2, self.w3).sum(dim=0)
+
+    def regularizer(self) -> torch.Tensor:
+        """R(theta) in this network's regularization form (MATH.md section 1)."""
+        return regularizer(self.W1, self.w2, self.w3, self.regularization)
+
+    @torch.no_grad()
+    def project_(self) -> "ParallelReLU":
+        """Paper form, depth 3: rescale each W1_k onto ||W1_k||_F <= 1. Otherwise a no-op."""
+        if self.regularization == "paper" and self.depth == 3:
+            norms = self.W1.flatten(1).norm(dim=1).clamp_min(1.0)
+            self.W1.div_(norms[:, None, None])
+        return self
+
+
+def branch_outputs(Xf: torch.Tensor, W1: torch.Tensor, w2, w3: torch.Tensor) -> torch.Tensor:
+    """Per-branch outputs w3_k relu(relu(Xf W1_k) w2_k), shape (K, n); depth 2 when w2 is None."""
+    pre = torch.einsum("nd,kdm->knm", Xf, W1)
+    if w2 is None:
+        return w3[:, None] * torch.relu(pre[:, :, 0])
+    z = torch.einsum("knm,km->kn", torch.relu(pre), w2)
+    return w3[:, None] * torch.relu(z)
+
+
+def regularizer(W1: torch.Tensor, w2, w3: torch.Tensor, regularization: str) -> torch.Tensor:
+    """R(theta) for raw parameters (see :class:`ParallelReLU`)."""
+    col_norms = W1.norm(dim=1)  # (K, m): ||W1_k[:, j]||
+    if regularization == "path":
+        if w2 is None:
+            return (col_norms[:, 0] * w3.abs()).sum()
+        return (col_norms * w2.abs() * w3.abs()[:, None]).sum()
+    if w2 is None:
+        return 0.5 * (col_norms[:, 0].square().sum() + w3.square().sum())
+    return 0.5 * (w2.square().sum() + w3.square().sum())
+
+
+def _load_solution_method(self, solution, rtol: float = 1e-9):
+    """Write a :class:`~lightning_convex.Solution` into this network in place (see
+    :func:`lightning_convex.load_solution_`)."""
+    from .reconstruct import load_solution_
+
+    return load_solution_(self, solution, rtol=rtol)
+
+
+ParallelReLU.load_solution_ = _load_solution_method

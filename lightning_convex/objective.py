@@ -1,0 +1,50 @@
+"""The training objective in the paper's sum form (MATH.md section 1), in float64."""
+
+from __future__ import annotations
+
+import torch
+
+from ._checks import as_matrix, as_targets, check_beta
+from .model import ParallelReLU, add_bias_column, branch_outputs, regularizer
+
+#: Rows per chunk when evaluating f(X): bounds the (K, rows, m) intermediate.
+ROW_CHUNK = 8192
+
+
+def _float64_parameters(net: ParallelReLU):
+    W1 = net.W1.detach().double()
+    w2 = None if net.w2 is None else net.w2.detach().double()
+    return W1, w2, net.w3.detach().double()
+
+
+@torch.no_grad()
+def predict(net: ParallelReLU, X, chunk_size: int = ROW_CHUNK) -> torch.Tensor:
+    """f(X) in float64 on the network's device, evaluated in row chunks."""
+    if not isinstance(net, ParallelReLU):
+        raise TypeError(f"net must be a ParallelReLU, got {type(net).__name__}")
+    device = net.W1.device
+    X = as_matrix(X, device=device, dtype=torch.float64)
+    if X.shape[1] != net.in_features:
+        raise ValueError(f"X has {X.shape[1]} columns but the network expects {net.in_features}")
+    W1, w2, w3 = _float64_parameters(net)
+    out = []
+    for start in range(0, X.shape[0], chunk_size):
+        Xc = X[start : start + chunk_size]
+        Xf = add_bias_column(Xc) if net.bias else Xc
+        out.append(branch_outputs(Xf, W1, w2, w3).sum(dim=0))
+    return torch.cat(out)
+
+
+@torch.no_grad()
+def objective(net: ParallelReLU, X, y, beta) -> float:
+    """J(theta) = 1/2 ||f(X) - y||^2 + beta * R(theta), in float64.
+
+    R is the network's own regularizer (path norm or the paper's eq. 4 form). This is the sum
+    form of MATH.md section 1; divide by n for a per-sample loss.
+    """
+    beta = check_beta(beta)
+    f = predict(net, X)
+    y = as_targets(y, f.shape[0], device=f.device, dtype=torch.float64)
+    W1, w2, w3 = _float64_parameters(net)
+    R = regularizer(W1, w2, w3, net.regularization)
+    return float(0.5 * (f - y).square().sum() + beta * R)
