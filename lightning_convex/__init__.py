@@ -8,6 +8,7 @@ from .model import ParallelReLU
 from .objective import objective, predict
 from .patterns import PatternSet, concatenate, patterns_of, sample_patterns, union
 from .program import RestrictedProgram
+from .regressor import ParallelReLURegressor
 from .reconstruct import branch_weights, load_solution_, to_network
 from .solution import Solution, SolveStatus
 from .solvers import available_solvers, solve
@@ -16,6 +17,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ParallelReLU",
+    "ParallelReLURegressor",
     "PatternSet",
     "RestrictedProgram",
     "Solution",
