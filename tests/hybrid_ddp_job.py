@@ -44,7 +44,8 @@ def main(folder):
     X, y = teacher_data()  # odd n: DistributedSampler pads one row
     torch.manual_seed(9)
     model = lc.ParallelReLURegressor(lc.ParallelReLU(3, 3, 4, bias=True), beta=BETA, lr=1e-2)
-    callback = ActiveSetWarmStart(every_n_epochs=1, extra_patterns=4, seed=11, verbose=False)
+    callback = ActiveSetWarmStart(every_n_epochs=1, extra_patterns=4, spare="reseed", seed=11,
+                                  verbose=False)
     callbacks = [SaveNet(folder, "pre"), callback, SaveNet(folder, "post")]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
