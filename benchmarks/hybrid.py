@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import platform
 import statistics
 import time
@@ -62,14 +63,15 @@ class Clock(pl.Callback):
         self.excluded += time.perf_counter() - now
 
 
-def run(X, y, seed, epochs, lr, hybrid, every, spare="zero", extra_patterns=0):
+def run(X, y, seed, epochs, lr, hybrid, every, spare="zero", extra_patterns=0, max_rounds=100):
     pl.seed_everything(seed, verbose=False)
     net = lc.ParallelReLU(X.shape[1], M, K, bias=True)
     model = regressor_class("pytorch_lightning")(net, beta=BETA, lr=lr)
     loader = DataLoader(TensorDataset(X, y), batch_size=max(1, X.shape[0] // 8), shuffle=True,
                         generator=torch.Generator().manual_seed(seed))
     clock = Clock(X, y)
-    warm = ActiveSetWarmStart(every_n_epochs=every, spare=spare, extra_patterns=extra_patterns, verbose=False)
+    warm = ActiveSetWarmStart(every_n_epochs=every, spare=spare, extra_patterns=extra_patterns,
+                              max_rounds=max_rounds, verbose=False)
     callbacks = ([warm] if hybrid else []) + [clock]
     trainer = pl.Trainer(max_epochs=epochs, callbacks=callbacks, logger=False, enable_checkpointing=False,
                          enable_progress_bar=False, enable_model_summary=False, accelerator="cpu",
@@ -107,6 +109,7 @@ def main():
     parser.add_argument("--every", type=int, default=10)
     parser.add_argument("--spare", default="zero", choices=["zero", "reseed"])
     parser.add_argument("--extra-patterns", type=int, default=0)
+    parser.add_argument("--max-rounds", type=int, default=100)
     parser.add_argument("--json", default=None, help="write every trace here")
     args = parser.parse_args()
 
@@ -117,14 +120,14 @@ def main():
     print(f"# {platform.node()} {platform.processor() or platform.machine()}, torch {torch.__version__}, "
           f"1 thread; seeds 0..{args.seeds - 1}; Adam {args.adam_epochs} epochs at lr {args.adam_lrs}; "
           f"hybrid {args.hybrid_epochs} epochs, warm start every {args.every}, spare={args.spare}, "
-          f"extra_patterns={args.extra_patterns}")
+          f"extra_patterns={args.extra_patterns}, max_rounds={args.max_rounds}")
     results = {}
     table_a, table_b = [], []
     for name in args.sets:
         data = load_uci(name, args.data_dir)
         X, y = data.X_train, data.y_train
         runs = {"hybrid": [run(X, y, s, args.hybrid_epochs, 1e-2, True, args.every, args.spare,
-                               args.extra_patterns) for s in range(args.seeds)]}
+                               args.extra_patterns, args.max_rounds) for s in range(args.seeds)]}
         for lr in args.adam_lrs:
             runs[f"adam lr={lr:g}"] = [run(X, y, s, args.adam_epochs, lr, False, args.every)
                                        for s in range(args.seeds)]
@@ -199,6 +202,7 @@ def main():
     print("|" + "---|" * (header.count("|") - 1))
     print("\n".join(table_b))
     if args.json:
+        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
         with open(args.json, "w") as fh:
             json.dump({"args": vars(args), "results": results}, fh, indent=1)
 
