@@ -4,6 +4,7 @@ The mathematics is Ergen & Pilanci, "Global Optimality Beyond Two Layers: Traini
 Networks via Convex Programs" (ICML 2021); the symbols follow the project's MATH.md.
 """
 
+from .active_set import ActiveSetResult, active_set_solve
 from .model import ParallelReLU
 from .objective import objective, predict
 from .patterns import PatternSet, concatenate, patterns_of, sample_patterns, union
@@ -16,12 +17,14 @@ from .solvers import available_solvers, solve
 __version__ = "0.1.0"
 
 __all__ = [
+    "ActiveSetResult",
     "ParallelReLU",
     "ParallelReLURegressor",
     "PatternSet",
     "RestrictedProgram",
     "Solution",
     "SolveStatus",
+    "active_set_solve",
     "available_solvers",
     "branch_weights",
     "concatenate",

@@ -1,3 +1,5 @@
 """Lightning callbacks. Each works with ``pytorch_lightning`` and ``lightning.pytorch`` Trainers."""
 
-__all__: list = []
+from .active_set_warm_start import ActiveSetWarmStart
+
+__all__: list = ["ActiveSetWarmStart"]
