@@ -5,6 +5,7 @@ Networks via Convex Programs" (ICML 2021); the symbols follow the project's MATH
 """
 
 from .active_set import ActiveSetResult, active_set_solve
+from . import data
 from .model import ParallelReLU
 from .objective import objective, predict
 from .patterns import PatternSet, concatenate, patterns_of, sample_patterns, union
