@@ -4,6 +4,7 @@ The mathematics is Ergen & Pilanci, "Global Optimality Beyond Two Layers: Traini
 Networks via Convex Programs" (ICML 2021); the symbols follow the project's MATH.md.
 """
 
+from .certificate import Certificate, certify
 from .model import ParallelReLU
 from .objective import objective, predict
 from .patterns import PatternSet, concatenate, patterns_of, sample_patterns, union
@@ -16,6 +17,7 @@ from .solvers import available_solvers, solve
 __version__ = "0.1.0"
 
 __all__ = [
+    "Certificate",
     "ParallelReLU",
     "ParallelReLURegressor",
     "PatternSet",
@@ -24,6 +26,7 @@ __all__ = [
     "SolveStatus",
     "available_solvers",
     "branch_weights",
+    "certify",
     "concatenate",
     "load_solution_",
     "objective",

@@ -1,3 +1,5 @@
 """Lightning callbacks. Each works with ``pytorch_lightning`` and ``lightning.pytorch`` Trainers."""
 
-__all__: list = []
+from .convex_certificate import ConvexCertificate
+
+__all__: list = ["ConvexCertificate"]
