@@ -44,7 +44,10 @@ def cvxpy_restricted_optimum(X, y, patterns, beta):
             cons.append(cp.multiply(sig[p] * (2 * D2[p] - 1), inner) >= 0)
         reg = reg + cp.sum(cp.norm(Q[p], 2, axis=0))
     prob = cp.Problem(cp.Minimize(0.5 * cp.sum_squares(pred - y) + beta * reg), cons)
-    prob.solve(solver="CLARABEL", tol_gap_abs=1e-10, tol_gap_rel=1e-10, tol_feas=1e-10)
+    for tol in (1e-10, 1e-8):  # the tightest tolerance Clarabel certifies as optimal
+        prob.solve(solver="CLARABEL", tol_gap_abs=tol, tol_gap_rel=tol, tol_feas=tol)
+        if prob.status == "optimal":
+            break
     assert prob.status == "optimal", prob.status
     return float(prob.value)
 
@@ -70,7 +73,7 @@ def random_case(seed, n=40, d=4, K=5, m=3, depth=3, bias=True, regularization="p
 
 
 def solver_tol(value):
-    # the references stop at ~1e-10 relative; allow a little more than that
+    # the references stop at 1e-10 to 1e-8 relative; allow a little more than that
     return 1e-7 * (1.0 + abs(value))
 
 
