@@ -152,6 +152,7 @@ class ConvexCertificate(_Callback):
 
     @property
     def state_key(self) -> str:
+        """Identifies this callback's state in checkpoints (several schedules can coexist)."""
         return self._generate_state_key(
             every_n_epochs=self.every_n_epochs, every_n_train_steps=self.every_n_train_steps
         )
