@@ -216,3 +216,6 @@ def test_ddp_spawn_equals_single_process(tmp_path):
                           generator=torch.Generator().manual_seed(3))
     for name, value in expected.metrics().items():
         assert math.isclose(got[name], value, rel_tol=1e-6, abs_tol=1e-9), (name, got[name], value)
+        # and the logged values came back to the main process
+        assert math.isclose(float(trainer.callback_metrics[f"convex/{name}"]), value, rel_tol=1e-6, abs_tol=1e-9)
+    assert got["refined"] > 0  # the gathered-row refinement ran under DDP too
