@@ -1110,8 +1110,9 @@ def certify(
         if path.numel() and bool((path > 0).any()):
             live = path > 0
             starts = (W1[live], w2[live] if w2 is not None else None)
+        # the network's own residual: a violation is then a strict descent direction for it
         rho, U, wv, sigma = search_violations(
-            Xf, v, beta, depth, m, search, steps=search_steps, generator=generator,
+            Xf, r_net, beta, depth, m, search, steps=search_steps, generator=generator,
             starts=starts, sync=sync,
         )
         max_violation = float(rho.max()) / beta
