@@ -406,7 +406,7 @@ def _project_rows(Z, S1, S2, D1f):
         tstart = torch.where(has_prev, torch.gather(Ts, 1, j)[:, 0], torch.zeros_like(hr))
         hstart = torch.where(has_prev, torch.gather(H, 1, j)[:, 0], hr)
         slope = torch.where(has_prev, torch.gather(slope_after, 1, j)[:, 0], s0)
-        root = tstart - hstart / slope.clamp_min(1e-300)
+        root = tstart - hstart / slope.clamp_min(torch.finfo(Z.dtype).tiny)
         tend = torch.gather(Ts, 1, first.clamp_max(Ts.shape[1] - 1)[:, None])[:, 0]
         root = torch.where(anyhit, torch.minimum(root, tend), root)
         nu = nu.index_put(idx, root.clamp_min(0))
@@ -425,10 +425,33 @@ def _project_group_ball(Q):
     theta = torch.gather(cums, 1, (count.long() - 1)[:, None])[:, 0] / count
     theta = torch.where(norms.sum(dim=1) > 1, theta, torch.zeros_like(theta))
     shrunk = torch.relu(norms - theta[:, None])
-    return Q * (shrunk / norms.clamp_min(1e-300))[:, :, None]
+    return Q * (shrunk / norms.clamp_min(torch.finfo(Q.dtype).tiny))[:, :, None]
 
 
-def _fit(g, rows: _Rows, s, sig, iterations: int, adapt_every: int = 10):
+def _fit(g, rows: _Rows, s, sig, iterations: int, fit_dtype=None):
+    """The multipliers of :func:`_admm`, run in ``fit_dtype`` (float32 halves the cost on large
+    problems), with every B_p recomputed in the dtype of ``g`` (float64) from the multipliers
+    found: a float32 fit only proposes mu, it never weakens validity.
+    """
+    dtype = g.dtype
+    if fit_dtype is None or fit_dtype == dtype or iterations <= 0:
+        return _admm(g, rows, s, sig, iterations)
+    low = _Rows(rows.ids, rows.X.to(fit_dtype), rows.D1, rows.D2, rows.shared)
+    _, mu1, mu2 = _admm(g.to(fit_dtype), low, s, sig, iterations)
+    mu1 = mu1.to(dtype)
+    mu2 = None if mu2 is None else mu2.to(dtype)
+    D1f, S1, S2 = _signs(rows.D1, rows.D2, s, sig, dtype)
+    fwd = "kd,ckm->cmd" if rows.shared else "ckd,ckm->cmd"
+    B = (g + torch.einsum(fwd, rows.X, _row_weights(D1f, S1, S2, mu1, mu2))).norm(dim=2).amax(dim=1)
+    B0 = g.norm(dim=2).amax(dim=1)  # mu = 0, in case the low-precision fit went nowhere
+    keep = B <= B0
+    mu1 = torch.where(keep[:, None, None], mu1, torch.zeros_like(mu1))
+    if mu2 is not None:
+        mu2 = torch.where(keep[:, None], mu2, torch.zeros_like(mu2))
+    return torch.minimum(B, B0), mu1, mu2
+
+
+def _admm(g, rows: _Rows, s, sig, iterations: int, adapt_every: int = 10):
     """ADMM for lambda_p(v) = max { g_p . q : q in cone_p, sum_j ||q_j|| <= 1 } on the support rows.
 
     Splitting q = p (p in the group ball) and E = X Q^T (each row of E in the row cone C_i of
@@ -454,15 +477,19 @@ def _fit(g, rows: _Rows, s, sig, iterations: int, adapt_every: int = 10):
         return best_B, best1, best2
     XtX = X.T @ X if rows.shared else torch.einsum("ckd,cke->cde", X, X)
     XtXb = XtX if XtX.dim() == 3 else XtX.expand(c, d, d)
-    lam_mean = torch.diagonal(XtXb, dim1=1, dim2=2).mean(dim=1).clamp_min(1e-300)  # trace / d'
+    tiny = torch.finfo(dtype).tiny
+    lam_mean = torch.diagonal(XtXb, dim1=1, dim2=2).mean(dim=1).clamp_min(tiny)  # trace / d'
     eye = torch.eye(d, dtype=dtype, device=g.device)
-    r1 = best_B.clamp_min(1e-300)
+    r1 = best_B.clamp_min(tiny)
     r2 = r1 / lam_mean
 
     def factor(r1, r2):
         # (r1 I + r2 X^T X) / r1 = I + (r2 / r1) X^T X: the ratio r2 / r1 never changes, so one
         # Cholesky factor serves every penalty the balancing below chooses
-        return torch.linalg.cholesky(eye + (r2 / r1)[:, None, None] * XtXb)
+        # a relative ridge keeps the factor defined in float32 for rank-deficient X^T X
+        A = eye + (r2 / r1)[:, None, None] * XtXb
+        A = A + (16 * torch.finfo(dtype).eps) * torch.diagonal(A, dim1=1, dim2=2).amax(dim=1)[:, None, None] * eye
+        return torch.linalg.cholesky(A)
 
     L = factor(r1, r2)
     Q = torch.zeros_like(g)
@@ -859,6 +886,7 @@ def certify(
     refine_rounds: int = 25,
     search_steps: int = 100,
     dual_point: str = "scaled",
+    fit_dtype: Optional[torch.dtype] = None,
     exhaustive: bool = False,
     strict: bool = True,
     membership_tol: float = 1e-6,
@@ -890,6 +918,8 @@ def certify(
         dual_point: ``"scaled"`` (default): v = y - sum_k alpha_k f_k(X) with alpha >= 0 the
             optimal rescaling of each branch (a K-variable problem; alpha = 1 at a restricted
             optimum); ``"network"``: v = y - f(X).
+        fit_dtype: precision of the multiplier fit (default: float32 for large problems without
+            refinement, else float64). The bound itself is always evaluated in float64.
         exhaustive: the caller states that S holds every hyperplane arrangement (scope "global").
         strict: see ``patterns``.
         sync: row-shard synchronisation (:class:`RowSync`) when X, y are one shard of the rows.
@@ -1004,6 +1034,9 @@ def certify(
         iterations = _default_iterations(P, n_total if full else k, m, d)
         if do_refine:  # the fit only has to seed the exact refinement
             iterations = min(iterations, 200)
+    if fit_dtype is None:  # large problems without refinement: propose mu in float32
+        big = P * (n_total if full else k) * m * d > 1e9
+        fit_dtype = torch.float32 if big and not do_refine else dtype
     B = torch.empty(P, dtype=dtype, device=device)
     seeds = {}
     ids_local = sync.row_ids(n_local, device)
@@ -1022,7 +1055,7 @@ def certify(
             sel = _top_rows(sync, score, ids_local[None].expand(c, -1), Xf, S.D1[sl],
                             None if S.D2 is None else S.D2[sl], k)
             rows = _Rows(sel[1], sel[2], sel[3].bool(), sel[4].bool() if S.D2 is not None else None, False)
-        Bb, mu1, mu2 = _fit(g[sl], rows, S.s[sl], S.sig[sl], iterations)
+        Bb, mu1, mu2 = _fit(g[sl], rows, S.s[sl], S.sig[sl], iterations, fit_dtype)
         B[sl] = Bb
         if do_refine:
             # seed each pattern's cutting planes with the rows carrying the most fitted multiplier
