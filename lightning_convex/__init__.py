@@ -4,8 +4,9 @@ The mathematics is Ergen & Pilanci, "Global Optimality Beyond Two Layers: Traini
 Networks via Convex Programs" (ICML 2021); the symbols follow the project's MATH.md.
 """
 
-from .active_set import ActiveSetResult, active_set_solve
 from . import data
+from .active_set import ActiveSetResult, active_set_solve
+from .certificate import Certificate, certify
 from .model import ParallelReLU
 from .objective import objective, predict
 from .patterns import PatternSet, concatenate, patterns_of, sample_patterns, union
@@ -19,6 +20,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ActiveSetResult",
+    "Certificate",
     "ParallelReLU",
     "ParallelReLURegressor",
     "PatternSet",
@@ -28,6 +30,7 @@ __all__ = [
     "active_set_solve",
     "available_solvers",
     "branch_weights",
+    "certify",
     "concatenate",
     "load_solution_",
     "objective",

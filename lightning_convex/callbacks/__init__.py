@@ -1,5 +1,6 @@
 """Lightning callbacks. Each works with ``pytorch_lightning`` and ``lightning.pytorch`` Trainers."""
 
 from .active_set_warm_start import ActiveSetWarmStart
+from .convex_certificate import ConvexCertificate
 
-__all__: list = ["ActiveSetWarmStart"]
+__all__: list = ["ActiveSetWarmStart", "ConvexCertificate"]
