@@ -1,0 +1,1 @@
+"""The command line's jobs: the demo and the paper's reproductions (Table 1, Figure 4)."""
