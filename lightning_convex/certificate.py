@@ -1037,6 +1037,7 @@ def certify(
     if fit_dtype is None:  # large problems without refinement: propose mu in float32
         big = P * (n_total if full else k) * m * d > 1e9
         fit_dtype = torch.float32 if big and not do_refine else dtype
+    Xs = Xf if full or fit_dtype == dtype else Xf.to(fit_dtype)
     B = torch.empty(P, dtype=dtype, device=device)
     seeds = {}
     ids_local = sync.row_ids(n_local, device)
@@ -1047,8 +1048,9 @@ def certify(
         if full:
             rows = _all_rows(Xf, S, sync, sl)
         else:
-            D1f, S1, S2 = _signs(S.D1[sl], None if S.D2 is None else S.D2[sl], S.s[sl], S.sig[sl], dtype)
-            H = torch.einsum("nd,cmd->cnm", Xf, g[sl])
+            D1f, S1, S2 = _signs(S.D1[sl], None if S.D2 is None else S.D2[sl], S.s[sl], S.sig[sl], fit_dtype)
+            # the scores only choose rows, so the fit's precision suffices
+            H = torch.einsum("nd,cmd->cnm", Xs, g[sl].to(fit_dtype))
             score = torch.relu(-S1 * H).square().sum(dim=2)
             if S2 is not None:
                 score = score + torch.relu(-S2 * (D1f * H).sum(dim=2)).square()
