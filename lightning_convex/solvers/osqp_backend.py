@@ -82,6 +82,9 @@ STATUS_MAP = {
     "OSQP_UNSOLVED": SolveStatus.FAILED,
 }
 
+LAWSON_ITERS = 25
+EQ_WEIGHT = 1e5
+
 # inner QP outcomes stage A can still use (the line search on F guards every step)
 _USABLE_QP = (SolveStatus.OPTIMAL, SolveStatus.INACCURATE, SolveStatus.ITERATION_LIMIT)
 
@@ -249,7 +252,7 @@ def _fit_multipliers(pb: _Problem, q: np.ndarray, S: np.ndarray, E: np.ndarray, 
     nr = pb.norms(q)
     mu = np.zeros(pb.C)
     eq_res = np.zeros(pb.ng)
-    weight = 1e3
+    weight = EQ_WEIGHT
     gq = pb.G @ q
     tight = gq <= 1e-10 * pb.group_slack_scale(q)
     for p in range(pb.P):
@@ -277,7 +280,7 @@ def _fit_multipliers(pb: _Problem, q: np.ndarray, S: np.ndarray, E: np.ndarray, 
         # zero groups need max_g ||.|| <= beta, not the least sum of squares: Lawson's
         # reweighting (weights grow with the residual) moves the fit towards the minimax one
         best = None
-        for _ in range(25):
+        for _ in range(LAWSON_ITERS):
             Wr = np.repeat(np.sqrt(wts), d)
             lam, _ = nnls(Mt * Wr[:, None], b.ravel() * Wr)
             res = (Mt @ lam - b.ravel()).reshape(groups.size, d)
@@ -545,9 +548,21 @@ class _StageB:
             nrS = np.linalg.norm(Qs, axis=1)
             U = Qs / nrS[:, None]
             gz = AT.T @ r + T.T @ (beta * U.ravel())
-            Bn = beta / nrS[:, None, None] * (np.eye(d)[None] - U[:, :, None] * U[:, None, :])
-            TB = T.reshape(-1, d, T.shape[1])
-            Hz = AT.T @ AT + np.einsum("gdz,gde,gew->zw", TB, Bn, TB, optimize=True)
+            Hz = AT.T @ AT
+            # the norm's Hessian beta (I - u u^T)/||q_g|| is block diagonal: add it pattern by
+            # pattern (T is block diagonal by pattern as well)
+            row0 = col0 = 0
+            for groups_p, cols_p, T_p in blocks:
+                kz = T_p.shape[1]
+                kg = groups_p.size
+                Up = U[row0 // d : row0 // d + kg]
+                Tg = T_p.reshape(kg, d, kz)
+                proj = np.einsum("gd,gdz->gz", Up, Tg)
+                w = beta / nrS[row0 // d : row0 // d + kg]
+                Hz[col0 : col0 + kz, col0 : col0 + kz] += (
+                    np.einsum("g,gdz,gdw->zw", w, Tg, Tg) - np.einsum("g,gz,gw->zw", w, proj, proj))
+                row0 += kg * d
+                col0 += kz
             reg = 1e-13 * max(float(np.trace(Hz)) / Hz.shape[0], 1e-300)
             try:
                 cf = sla.cho_factor(Hz + reg * np.eye(Hz.shape[0]))
@@ -607,7 +622,7 @@ class _Limits:
 # ------------------------------------------------------------------------------------------
 # driver
 # ------------------------------------------------------------------------------------------
-def solve_osqp(program: RestrictedProgram, tol: float = 1e-7, time_limit: float = float("inf"),
+def solve_osqp(program: RestrictedProgram, tol: float = 1e-8, time_limit: float = float("inf"),
                max_iter: int = 500, warm_start=None, verbose: bool = False, eps: float = 1e-5,
                feas_tol: float = 1e-9, irls_rounds: int = 4, warm_irls_rounds: int = 0) -> Solution:
     """Solve the restricted program with OSQP QPs and an exact face polish (see module docstring).
