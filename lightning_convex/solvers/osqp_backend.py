@@ -124,6 +124,15 @@ class _Problem:
         col_nnz = np.diff(self.A.indptr)
         self.dead = col_nnz.reshape(self.ng, self.d).sum(axis=1) == 0  # groups that predict nothing
         self.scale = max(1.0, float(np.abs(self.y).max()))
+        # patterns that occur more than once (union() removes duplicates, concatenate() not)
+        self.duplicates = {}
+        pats = program.patterns
+        keep = pats.unique_index()
+        if len(keep) < self.P:
+            for p in range(self.P):
+                rep = next(k for k in keep if pats.same_pattern(p, pats, k))
+                self.duplicates.setdefault(rep, []).append(p)
+            self.duplicates = {k: v for k, v in self.duplicates.items() if len(v) > 1}
         self._rows1_cache: dict = {}
 
     # -- indices -----------------------------------------------------------------------------
@@ -255,7 +264,28 @@ def _fit_multipliers(pb: _Problem, q: np.ndarray, S: np.ndarray, E: np.ndarray, 
     weight = EQ_WEIGHT
     gq = pb.G @ q
     tight = gq <= 1e-10 * pb.group_slack_scale(q)
-    for p in range(pb.P):
+    # A zero pattern that duplicates another one has the same c_g and rows: the multipliers of
+    # its twin (tight for the twin, hence for the all-tight zero copy) certify it exactly, where
+    # a fit of its own would only approach the tight minimax value beta.
+    Sp = S.reshape(pb.P, pb.m).any(axis=1)
+    twin = {}
+    for key, members in pb.duplicates.items():
+        live = [p for p in members if Sp[p]]
+        if live:
+            for p in members:
+                if not Sp[p]:
+                    twin[p] = live[0]
+    order = [p for p in range(pb.P) if p not in twin] + list(twin)
+    for p in order:
+        if p in twin:
+            src = twin[p]
+            off1 = (p - src) * pb.n * pb.m
+            r1 = np.concatenate([pb.rows1(g) for g in _groups_of_pattern(pb, src)])
+            mu[r1 + off1] = mu[r1]
+            if pb.two_layer_rows:
+                r2 = pb.rows2(src)
+                mu[r2 + (p - src) * pb.n] = mu[r2]
+            continue
         # dead groups stay in: shared second-layer multipliers reach their columns too
         groups = _groups_of_pattern(pb, p)
         if pb.dead[groups].all():
