@@ -1,56 +1,68 @@
-"""OSQP adapter: the restricted SOCP solved by OSQP quadratic programs plus an exact face polish.
+"""OSQP adapter: the restricted SOCP through OSQP quadratic programs, an exact face polish and a
+duality-gap certificate.
 
-The restricted program (MATH.md section 3) is
+The restricted program (MATH.md section 3), with one group g = (p, j) per neuron of a pattern:
 
-    minimize  F(Q) = 1/2 ||A vec(Q) - y||^2 + beta * sum_g ||q_g||      s.t.  G vec(Q) >= 0
+    minimize  F(q) = 1/2 ||A q - y||^2 + beta * sum_g ||q_g||      s.t.  G q >= 0
 
-with one group g = (p, j) per neuron of each pattern. OSQP solves QPs only, and a plain
-reweighted-ridge loop over all P*n*(m+1) cone rows is 10-90x slower than Clarabel (MATH.md
-section 7): most cone rows are redundant or inactive, most groups are zero at the optimum, and
-the nonzero groups sit on low-dimensional faces of their cones (measured: a nonzero group has
-d'-1 tight rows, i.e. it lies on an extreme ray), which makes every QP highly degenerate for
-ADMM. The method here exploits all three facts.
+OSQP solves QPs only. What makes the SOCP hard for it (measured on the UCI and synthetic
+programs of ``benchmarks/solvers.py``): most groups are zero at the optimum (all P*n*(m+1) rows
+of a zero group are tight), the nonzero groups sit on low-dimensional faces of their cones (a
+nonzero group typically has d'-1 tight rows: it lies on an extreme ray), and many tight rows are
+linearly dependent. Every QP built from the program is therefore degenerate: OSQP's ADMM needs
+hundreds to thousands of iterations and its own polish fails. So OSQP is used where a first-order
+QP solver is good (a moderately accurate point, the joint moves of many groups at once), and
+exactness comes from a small smooth problem on the identified face.
 
-Stage A (OSQP, sequential QP with lazily generated rows). Over the support S (groups that are
-nonzero or priced in, see below) and a working set W of cone rows, each round solves with OSQP
+1. Reweighted QPs with OSQP (``_StageA``; cold starts). ||q_g|| <= ||q_g||^2/(2 eta_g) + eta_g/2
+   with equality at eta_g = ||q_g||, so each round minimises 1/2||A q - y||^2 +
+   beta/2 sum_g ||q_g||^2/eta_g over the rows of a working set and resets eta_g. Only the
+   diagonal of P changes between rounds: one OSQP workspace is reused through
+   ``update(Px=..., Px_idx=...)`` with warm starts; rows the solution violates join the working
+   set (the most violated d' per group or pattern). A few rounds give a point within ~1e-4..1e-5
+   of the optimum whose zero groups are small (dropped below 1e-3 of the largest group).
+2. Feasible start. The OSQP point meets the rows to ADMM accuracy only; its Euclidean projection
+   on each pattern's cone (the dual of the projection is a nonnegative least-squares problem,
+   scipy's NNLS) is exactly feasible, and the rows NNLS leaves active (linearly independent by
+   construction) start the working face E.
+3. Newton on the face (``_StageB``). On {G_E q = 0, q_g = 0 off the support S}, q = T z with T an
+   orthonormal null-space basis per pattern (SVD, which also discards dependent rows), F is
+   smooth; Newton steps on z (Cholesky) with a ratio test on the rows outside E (blocking rows
+   join E; a group whose face shrinks to {0} leaves S) and Armijo backtracking.
+4. Multipliers and certificate. mu >= 0 is fitted per pattern by NNLS on the tight rows:
+   stationarity (G^T mu)_g = beta q_g/||q_g|| - A_g^T v on S (weight 1e5), and for zero groups
+   the smallest ||A_g^T v + (G^T mu)_g||, with Lawson's reweighting pushing the fit towards the
+   minimax that the certificate needs (a zero pattern that duplicates a nonzero one takes its
+   twin's multipliers). With v = y - A q, any c in [0, beta / max_g ||A_g^T v + (G^T mu)_g||]
+   makes c v dual feasible (MATH.md section 5): g(c v) = c v.y - c^2/2 ||v||^2 <= optimum.
+5. Active-set updates when the gap is open: release the tight rows whose least-squares
+   multipliers are negative; let zero groups enter along the projection of A_g^T v on the cone
+   of their tight rows when its norm exceeds beta (a one-dimensional step each, then a line
+   search); when no group can move alone (the second-layer rows couple the neurons of a
+   pattern), one OSQP QP over S and the flagged groups with the Newton model of the norm,
+   beta (t_g + ||(I - u_g u_g^T) q_g||^2/(2 eta_g)), t_g >= max(0, u_g^T q_g) (exact kink at 0),
+   makes the joint move; its point is projected (step 2) and kept only if F decreased.
 
-    min  1/2 ||A_S q - y||^2 + beta * sum_{g in S} [ t_g + 1/(2 eta_g) ||(I - u_g u_g^T) q_g||^2 ]
-         + delta/2 ||q - q0||^2
-    s.t. t_g >= 0,  t_g >= u_g^T q_g,  G_{W,S} q >= 0,
+Stopping rule: ``OPTIMAL`` iff the certified relative gap (F(q) - g(c v)) / F(q) <= ``tol`` and
+the largest cone-row violation max(0, -min G q) <= ``feas_tol`` * max(1, max|y|) (iterates of
+steps 2-5 satisfy the rows to rounding, ~1e-15). Otherwise the best feasible point comes back
+with ``TIME_LIMIT`` / ``ITERATION_LIMIT`` (``max_iter`` counts OSQP rounds, Newton steps and
+active-set cycles), the mapped status of an inner OSQP failure (``STATUS_MAP``) when one stopped
+progress, or ``INACCURATE`` when the active-set updates stall with the gap open. The objective,
+residual and violation of the returned Solution are recomputed from Q by the program.
 
-the second-order (Newton) model of ||q_g|| at q0_g = eta_g u_g, kept convex and with an exact
-kink at q_g = 0 through the epigraph variable t_g (so a group can leave the support in one
-step). Rows of G violated by the QP solution are added to W (the most violated few per group)
-and the QP is solved again (warm started) until none is violated; then a backtracking line
-search on the exact F between the two feasible points. A zero group g enters S when it is
-priced out by the dual: with residual v = y - A q and the current multipliers mu,
-c_g = A_g^T v + (G^T mu)_g, the projection of c_g onto the group's first-layer cone (a
-nonnegative least-squares problem) has norm > beta; it enters along that projection.
+Warm starts: a :class:`Solution` (patterns matched with ``PatternSet.index_in``, unmatched ones
+start at zero) or the ``ParallelReLU`` the patterns came from (q_kj = w3_k w2_kj W1_k[:, j]).
+Patterns whose rows the mapped point violates start at zero; a warm start skips step 1.
 
-Stage B (exact polish on the identified face). With E = the rows of W that are tight, the
-problem restricted to the face {G_E q = 0, q_g = 0 for g not in S} is smooth in a null-space
-basis q = T z (T from an SVD per pattern, which also removes the degenerate, linearly dependent
-tight rows that make OSQP's own polish fail). Newton's method on z with a ratio test on the
-rows outside E (blocking rows join E; a group whose face shrinks to {0} leaves S) and a
-backtracking line search converges quadratically. The cone multipliers are then fitted by
-nonnegative least squares per pattern (stationarity A_g^T v + (G^T mu)_g = beta q_g/||q_g|| on
-S, smallest ||A_g^T v + (G^T mu)_g|| on the zero groups); a tight row whose multiplier must be
-negative is released, and zero groups with ||A_g^T v + (G^T mu)_g|| > beta send the solver back
-to stage A with those groups priced in.
-
-Stopping rule: a duality-gap certificate (MATH.md section 5). With v = y - A q and the fitted
-mu >= 0, any c in [0, beta / max_g ||A_g^T v + (G^T mu)_g||] makes c v dual feasible, so
-g(c v) = c v.y - c^2/2 ||v||^2 is a lower bound on the optimum; the solve is ``OPTIMAL`` when
-(F(q) - g(c v)) <= tol * F(q) and the largest cone-row violation is <= ``feas_tol`` (prediction
-units, scaled by max(1, max|y|)). Iterates of stage B satisfy every row to rounding. Anything
-else (iteration or time limit, an inner OSQP failure, a stalled certificate) returns a
-non-optimal status with the best feasible point found.
-
-References: B. Stellato et al., "OSQP: an operator splitting solver for quadratic programs",
-Math. Prog. Comp. 12 (2020); J. Nocedal & S. Wright, "Numerical Optimization" (2006), ch. 16
-(active-set and null-space methods) and ch. 18 (SQP); C. Lawson & R. Hanson, "Solving Least
-Squares Problems" (1974) for NNLS; T. Ergen & M. Pilanci, "Global Optimality Beyond Two Layers"
-(ICML 2021) for the program and its dual.
+References: B. Stellato, G. Banjac, P. Goulart, A. Bemporad, S. Boyd, "OSQP: an operator splitting
+solver for quadratic programs", Math. Prog. Comp. 12 (2020); I. Daubechies, R. DeVore, M. Fornasier,
+C. S. Gunturk, "Iteratively reweighted least squares minimization for sparse recovery", CPAM 63
+(2010); J. Nocedal, S. Wright, "Numerical Optimization", 2nd ed. (2006), ch. 16 (null-space and
+active-set methods) and ch. 18 (SQP); C. Lawson, R. Hanson, "Solving Least Squares Problems"
+(1974) (NNLS); C. Lawson, "Contributions to the theory of linear least maximum approximation",
+PhD thesis, UCLA (1961) (minimax by reweighting); T. Ergen, M. Pilanci, "Global Optimality Beyond
+Two Layers: Training Deep ReLU Networks via Convex Programs", ICML 2021 (the program, its dual).
 """
 
 from __future__ import annotations
@@ -241,13 +253,6 @@ def _feasible_start(pb: _Problem, q: np.ndarray, feas_abs: float) -> np.ndarray:
 # ------------------------------------------------------------------------------------------
 # pricing and certificate
 # ------------------------------------------------------------------------------------------
-def _project_first_layer(pb: _Problem, g: int, c: np.ndarray):
-    """Projection of c onto group g's first-layer cone {M q >= 0}: c + M^T lam, lam = NNLS."""
-    M = pb.block1(g)
-    lam, _ = nnls(M.T, -c)
-    return c + M.T @ lam, lam
-
-
 def _fit_multipliers(pb: _Problem, q: np.ndarray, S: np.ndarray, E: np.ndarray, v: np.ndarray):
     """Cone multipliers mu >= 0 (full length) fitted per pattern by NNLS.
 
@@ -363,6 +368,7 @@ class _StageA:
         self.qp_solves = 0
         self.osqp_iterations = 0
         self.last_status: Optional[SolveStatus] = None
+        self.failed: Optional[SolveStatus] = None
         self.groups = np.flatnonzero(~pb.dead)
         self.cols = pb.cols(self.groups)
         k = self.groups.size
@@ -397,7 +403,7 @@ class _StageA:
         if x0 is not None:
             self.solver.warm_start(x=x0, y=y0 if y0 is not None and y0.size == Wi.size else None)
 
-    def run(self, q, rounds, deadline, initial_rows=None):
+    def run(self, q, rounds, deadline):
         """``rounds`` IRLS rounds from q; returns (q, multipliers of the working rows)."""
         import osqp
 
@@ -414,8 +420,6 @@ class _StageA:
             gq = self.Gs @ x
             scale = np.maximum(pb.row_norm * np.repeat(1.0, pb.C), 1e-300)
             self.W = self.touch & (gq <= 1e-3 * scale * max(nr.max(), 1e-300))
-            if initial_rows is not None:
-                self.W |= initial_rows & self.touch
         y_prev = None
         for it in range(rounds):
             wdiag = np.repeat(beta / eta, d)
@@ -437,6 +441,7 @@ class _StageA:
                 if status == SolveStatus.TIME_LIMIT:
                     raise _Limit(SolveStatus.TIME_LIMIT)
                 if status not in _USABLE_QP or res.x is None or not np.all(np.isfinite(res.x)):
+                    self.failed = status if status not in _USABLE_QP else SolveStatus.NUMERICAL_ERROR
                     return q, None
                 x_new = res.x
                 gq = self.Gs @ x_new
@@ -723,7 +728,7 @@ def _solve(program, q_init, tol, eps, feas_tol, start, deadline, max_iter, verbo
 
 
 def _run(pb: _Problem, q, tol, eps, feas_abs, deadline, max_iter, verbose, irls_rounds,
-         drop=1e-3, tight=1e-4):
+         drop=1e-3):
     limits = _Limits(deadline, max_iter)
     stageA = _StageA(pb, eps, verbose)
     stageB = _StageB(pb)
@@ -799,6 +804,11 @@ def _run(pb: _Problem, q, tol, eps, feas_abs, deadline, max_iter, verbose, irls_
     )
     if status == SolveStatus.OPTIMAL and pb.C and float(-(pb.G @ q).min()) > feas_abs:
         status = SolveStatus.INACCURATE
+    failed = joint_stats.get("failed") or stageA.failed
+    if status == SolveStatus.INACCURATE and failed is not None:
+        status = failed  # an inner OSQP failure is what stopped progress: say which
+    if failed is not None:
+        extra["osqp_failure"] = failed.value
     return status, q, mu, extra
 
 
@@ -908,6 +918,7 @@ def _joint_round(pb: _Problem, q, S, cand, mu, eps, deadline, stats):
         if status == SolveStatus.TIME_LIMIT:
             raise _Limit(SolveStatus.TIME_LIMIT)
         if status not in _USABLE_QP or res.x is None or not np.all(np.isfinite(res.x)):
+            stats["failed"] = status if status not in _USABLE_QP else SolveStatus.NUMERICAL_ERROR
             return None
         x0 = res.x
         gq = Gs @ res.x[: k * d]
