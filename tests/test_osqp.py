@@ -1,0 +1,195 @@
+"""The OSQP backend against independent references: Clarabel, and a CVXPY model written here
+from X, y and the raw patterns (MATH.md section 3), never from the program's own matrices."""
+
+import time
+
+import cvxpy as cp
+import numpy as np
+import pytest
+import torch
+
+from lightning_convex import (
+    ParallelReLU, PatternSet, RestrictedProgram, Solution, SolveStatus, concatenate, objective,
+    patterns_of, sample_patterns, solve, to_network,
+)
+
+RTOL = 1e-6  # the acceptance bar of issue 3: objective within 1e-6 relative of the optimum
+
+
+def _data(n, d, seed, rank=None):
+    g = torch.Generator().manual_seed(seed)
+    X = torch.randn(n, d, generator=g, dtype=torch.float64)
+    if rank is not None:  # rank-deficient X: columns are combinations of `rank` columns
+        X = X[:, :rank] @ torch.randn(rank, d, generator=g, dtype=torch.float64)
+    y = torch.relu(X[:, 0]) - 0.5 * X[:, -1] + 0.1 * torch.randn(n, generator=g, dtype=torch.float64)
+    return X, y
+
+
+def _net(d, K, m, depth, bias, seed):
+    torch.manual_seed(seed)
+    return ParallelReLU(d, m if depth == 3 else 1, K, depth=depth, bias=bias).double()
+
+
+def _program(n=24, d=3, K=4, m=3, depth=3, bias=True, beta=0.1, seed=0, rank=None):
+    X, y = _data(n, d, seed, rank)
+    net = _net(d, K, m, depth, bias, seed)
+    return RestrictedProgram(X, y, patterns_of(net, X), beta), net
+
+
+def cvxpy_reference(X, y, pats: PatternSet, beta):
+    """The restricted program written out from MATH.md section 3 (independent of program.py)."""
+    X = X.numpy()
+    if pats.bias:
+        X = np.hstack([X, np.ones((X.shape[0], 1))])
+    y = y.numpy()
+    D1 = pats.D1.numpy().astype(float)
+    D2 = None if pats.D2 is None else pats.D2.numpy().astype(float)
+    s = pats.s.numpy().astype(float)
+    sig = pats.sig.numpy().astype(float)
+    P, n, m = D1.shape
+    Q = [[cp.Variable(X.shape[1]) for _ in range(m)] for _ in range(P)]
+    pred, cons, reg = 0, [], 0
+    for p in range(P):
+        inner = 0
+        for j in range(m):
+            z = X @ Q[p][j]
+            inner = inner + cp.multiply(D1[p, :, j], z)
+            cons.append(cp.multiply(s[p, j] * (2 * D1[p, :, j] - 1), z) >= 0)
+            reg = reg + cp.norm(Q[p][j], 2)
+        if D2 is None:
+            pred = pred + inner
+        else:
+            pred = pred + cp.multiply(D2[p], inner)
+            cons.append(cp.multiply(sig[p] * (2 * D2[p] - 1), inner) >= 0)
+    prob = cp.Problem(cp.Minimize(0.5 * cp.sum_squares(pred - y) + beta * reg), cons)
+    prob.solve(solver="CLARABEL", tol_gap_abs=1e-10, tol_gap_rel=1e-10, tol_feas=1e-10)
+    return prob.value
+
+
+def _close(a, b, rtol=RTOL):
+    return abs(a - b) <= rtol * max(abs(b), 1e-12)
+
+
+def _check_optimal(prog, sol, ref):
+    assert sol.status == SolveStatus.OPTIMAL, sol
+    assert _close(sol.objective, ref), (sol.objective, ref)
+    assert sol.constraint_violation <= 1e-9 * max(1.0, float(prog.y.abs().max()))
+
+
+@pytest.mark.parametrize("depth", [3, 2])
+@pytest.mark.parametrize("bias", [True, False])
+def test_matches_clarabel_and_cvxpy(depth, bias):
+    prog, _ = _program(depth=depth, bias=bias, K=5 if depth == 2 else 4, seed=1)
+    X, y = _data(24, 3, 1)
+    ref_cvx = cvxpy_reference(X, y, prog.patterns, prog.beta)
+    ref_cl = solve(prog, solver="clarabel").objective
+    assert _close(ref_cl, ref_cvx)  # the two references agree with each other
+    _check_optimal(prog, solve(prog, solver="osqp"), ref_cvx)
+
+
+def test_rebuilt_network_reproduces_the_objective():
+    prog, _ = _program(n=30, seed=2)
+    X, y = _data(30, 3, 2)
+    sol = solve(prog, solver="osqp")
+    ref = solve(prog, solver="clarabel").objective
+    _check_optimal(prog, sol, ref)
+    net = to_network(sol)
+    assert _close(objective(net, X, y, prog.beta), ref)
+
+
+def test_with_sampled_patterns():
+    X, y = _data(30, 3, 3)
+    net = _net(3, 3, 3, 3, True, 3)
+    pats = patterns_of(net, X).union(
+        sample_patterns(X, 5, 3, generator=torch.Generator().manual_seed(3), bias=True))
+    prog = RestrictedProgram(X, y, pats, 0.05)
+    _check_optimal(prog, solve(prog, solver="osqp"), cvxpy_reference(X, y, pats, 0.05))
+
+
+def test_all_zero_optimum_for_large_beta():
+    prog, _ = _program(beta=1e3, seed=4)
+    sol = solve(prog, solver="osqp")
+    ref = 0.5 * float(prog.y.square().sum())  # Q = 0 is optimal once beta is large
+    _check_optimal(prog, sol, ref)
+    assert float(sol.Q.abs().max()) == 0.0
+
+
+def test_duplicated_patterns():
+    X, y = _data(24, 3, 5)
+    pats = patterns_of(_net(3, 3, 3, 3, True, 5), X)
+    dup = concatenate([pats, pats])  # every pattern twice: the optimum is not unique in Q
+    prog = RestrictedProgram(X, y, dup, 0.1)
+    _check_optimal(prog, solve(prog, solver="osqp"), cvxpy_reference(X, y, pats, 0.1))
+
+
+def test_rank_deficient_X():
+    X, y = _data(24, 4, 6, rank=2)
+    pats = patterns_of(_net(4, 3, 2, 3, False, 6), X)
+    prog = RestrictedProgram(X, y, pats, 0.1)
+    _check_optimal(prog, solve(prog, solver="osqp"), cvxpy_reference(X, y, pats, 0.1))
+
+
+def test_multipliers_certify_the_optimum():
+    prog, _ = _program(seed=7)
+    sol = solve(prog, solver="osqp")
+    assert sol.is_optimal and sol.multipliers is not None
+    mu1, mu2 = sol.multipliers
+    assert float(mu1.min()) >= 0 and float(mu2.min()) >= 0
+    v = prog.residual(sol.Q)
+    lam = (prog.predict_adjoint(v) + prog.cone_adjoint(mu1, mu2)).norm(dim=2)
+    assert float(lam.max()) <= prog.beta * (1 + 1e-6)
+
+
+def test_warm_start_from_solution_of_a_changed_set():
+    X, y = _data(30, 3, 8)
+    base = patterns_of(_net(3, 4, 3, 3, True, 8), X)
+    extra = sample_patterns(X, 4, 3, generator=torch.Generator().manual_seed(8), bias=True)
+    prog1 = RestrictedProgram(X, y, base, 0.1)
+    prog2 = RestrictedProgram(X, y, base.union(extra), 0.1)
+    sol1 = solve(prog1, solver="osqp")
+    cold = solve(prog2, solver="osqp")
+    warm = solve(prog2, solver="osqp", warm_start=sol1)
+    ref = cvxpy_reference(X, y, prog2.patterns, 0.1)
+    _check_optimal(prog2, cold, ref)
+    _check_optimal(prog2, warm, ref)
+
+
+@pytest.mark.parametrize("depth", [3, 2])
+def test_warm_start_from_network(depth):
+    prog, net = _program(depth=depth, K=5 if depth == 2 else 4, seed=9)
+    X, y = _data(24, 3, 9)
+    warm = solve(prog, solver="osqp", warm_start=net)
+    _check_optimal(prog, warm, cvxpy_reference(X, y, prog.patterns, prog.beta))
+
+
+def test_time_and_iteration_limits_are_not_optimal():
+    prog, _ = _program(seed=10)
+    for kwargs, status in (({"time_limit": 1e-9}, SolveStatus.TIME_LIMIT),
+                           ({"max_iter": 1}, SolveStatus.ITERATION_LIMIT)):
+        sol = solve(prog, solver="osqp", **kwargs)
+        assert sol.status == status and not sol.is_optimal
+        assert np.isfinite(sol.objective)
+
+
+def test_bad_input_is_refused():
+    prog, net = _program(seed=11)
+    with pytest.raises(ValueError):
+        solve(prog, solver="osqp", tol=-1.0)
+    with pytest.raises(ValueError):
+        solve(prog, solver="osqp", max_iter=0)
+    with pytest.raises(TypeError):
+        solve(prog, solver="osqp", warm_start="not a solution")
+    other = ParallelReLU(5, 3, 4, depth=3, bias=True).double()
+    with pytest.raises(ValueError):
+        solve(prog, solver="osqp", warm_start=other)
+
+
+@pytest.mark.slow
+def test_uci_program_matches_clarabel():
+    from lightning_convex.data import load_uci
+
+    ds = load_uci("fertility")
+    X, y = ds.X_train.double(), ds.y_train.double()
+    net = _net(X.shape[1], 10, 7, 3, True, 0)
+    prog = RestrictedProgram(X, y, patterns_of(net, X), 0.1)
+    _check_optimal(prog, solve(prog, solver="osqp"), solve(prog, solver="clarabel").objective)
