@@ -403,7 +403,7 @@ class _StageA:
         if x0 is not None:
             self.solver.warm_start(x=x0, y=y0 if y0 is not None and y0.size == Wi.size else None)
 
-    def run(self, q, rounds, deadline):
+    def run(self, q, rounds, deadline, rel_stop=1e-4):
         """``rounds`` IRLS rounds from q; returns (q, multipliers of the working rows)."""
         import osqp
 
@@ -421,6 +421,7 @@ class _StageA:
             scale = np.maximum(pb.row_norm * np.repeat(1.0, pb.C), 1e-300)
             self.W = self.touch & (gq <= 1e-3 * scale * max(nr.max(), 1e-300))
         y_prev = None
+        f_prev = None
         for it in range(rounds):
             wdiag = np.repeat(beta / eta, d)
             for _ in range(20):
@@ -458,10 +459,15 @@ class _StageA:
             x = x_new
             nr = np.linalg.norm(x.reshape(-1, d), axis=1)
             eta = np.maximum(nr, 1e-6 * max(nr.max(), 1e-300))
+            qq = np.zeros(pb.N)
+            qq[self.cols] = x
+            f = pb.F(qq)
             if self.verbose:
-                qq = np.zeros(pb.N)
-                qq[self.cols] = x
-                print(f"[osqp] IRLS {it}: F={pb.F(qq):.10g} osqp_it={res.info.iter} |W|={int(self.W.sum())}")
+                print(f"[osqp] IRLS {it}: F={f:.10g} osqp_it={res.info.iter} |W|={int(self.W.sum())}")
+            # the rounds are the cheap way to get close; stop once they stop paying off
+            if f_prev is not None and f_prev - f <= rel_stop * abs(f):
+                break
+            f_prev = f
         q = np.zeros(pb.N)
         q[self.cols] = x
         mu = np.zeros(pb.C)
@@ -659,7 +665,7 @@ class _Limits:
 # ------------------------------------------------------------------------------------------
 def solve_osqp(program: RestrictedProgram, tol: float = 1e-8, time_limit: float = float("inf"),
                max_iter: int = 500, warm_start=None, verbose: bool = False, eps: float = 1e-5,
-               feas_tol: float = 1e-9, irls_rounds: int = 4, warm_irls_rounds: int = 0) -> Solution:
+               feas_tol: float = 1e-9, irls_rounds: int = 4, warm_irls_rounds: int = 20) -> Solution:
     """Solve the restricted program with OSQP QPs and an exact face polish (see module docstring).
 
     Args:
@@ -709,7 +715,7 @@ def _solve(program, q_init, tol, eps, feas_tol, start, deadline, max_iter, verbo
         q.reshape(pb.ng, pb.d)[pb.dead] = 0.0
         best_q = q
         status, q, mu, extra = _run(pb, q, tol, eps, feas_abs, deadline, max_iter, verbose,
-                                    irls_rounds)
+                                    irls_rounds, warm=q_init is not None)
         best_q = q
         info.update(extra)
     except _Limit as lim:  # pragma: no cover - handled inside _run
@@ -728,7 +734,7 @@ def _solve(program, q_init, tol, eps, feas_tol, start, deadline, max_iter, verbo
 
 
 def _run(pb: _Problem, q, tol, eps, feas_abs, deadline, max_iter, verbose, irls_rounds,
-         drop=1e-3):
+         warm=False, drop=1e-3):
     limits = _Limits(deadline, max_iter)
     stageA = _StageA(pb, eps, verbose)
     stageB = _StageB(pb)
@@ -740,10 +746,13 @@ def _run(pb: _Problem, q, tol, eps, feas_abs, deadline, max_iter, verbose, irls_
     joint_stats = {"qp_solves": 0, "osqp_iterations": 0}
     mu_irls = None
     last_f = None
+    best_cycle_f, idle = None, 0
     try:
         if irls_rounds > 0:
             limits.tick()
-            q_a, mu_a = stageA.run(q, irls_rounds, deadline)
+            # cold: a fixed few rounds from the ridge point; warm: until the rounds stop paying
+            # off (measured on the UCI programs: either rule alone left some of them stalled)
+            q_a, mu_a = stageA.run(q, irls_rounds, deadline, rel_stop=1e-4 if warm else 0.0)
             if pb.F(q_a) < pb.F(q) or not (pb.norms(q) > 0).any():
                 q = q_a
                 mu_irls = mu_a
@@ -752,8 +761,10 @@ def _run(pb: _Problem, q, tol, eps, feas_abs, deadline, max_iter, verbose, irls_
         S = nr > drop * max(float(nr.max()), 1e-300)
         q = q.copy()
         q.reshape(pb.ng, pb.d)[~S] = 0.0
-        # an exactly feasible start near the OSQP point; the rows it lands on start the face
+        # an exactly feasible start near the OSQP point; the rows it lands on start the face,
+        # with the rows already tight there (a warm start from a solution sits on its face)
         q, E = _project_feasible(pb, q, S)
+        E |= stageB.tight_rows(q, S, rel=1e-10)
         while True:
             q, S, E = stageB.solve_face(q, S, E, limits)
             v = pb.y - pb.A @ q
@@ -768,6 +779,13 @@ def _run(pb: _Problem, q, tol, eps, feas_abs, deadline, max_iter, verbose, irls_
                 break
             cycles += 1
             limits.tick()
+            # active-set updates that no longer lower F are thrashing: stop (inaccurate)
+            if best_cycle_f is None or F < best_cycle_f * (1 - 1e-14):
+                best_cycle_f, idle = F, 0
+            else:
+                idle += 1
+                if idle > 10:
+                    break
             released = _release(pb, q, S, E, v, eq_res)
             if released.size:
                 last_f = None
