@@ -14,20 +14,28 @@ Lagrangian on the cone rows only; the group norms stay in a prox:
 
     L_rho(Q; mu) = 1/2 ||y - A Q||^2 + beta sum ||q_pj|| + 1/(2 rho) ||max(0, mu - rho G Q)||^2
 
-* inner loop: FISTA (Beck & Teboulle 2009) with the gradient-based adaptive restart of
-  O'Donoghue & Candes (2015). Gradient -(A^T r + G^T mu_hat), r = y - A Q,
-  mu_hat = max(0, mu - rho G Q); step 1/L with L = 1.05 (||A||^2 + rho ||G||^2), both norms by
-  power iteration; prox = the group soft-threshold (zero groups come out exactly zero). One
-  iteration is one :meth:`RestrictedProgram.forward` pass (A Q and G Q from one product X q) and
-  one :meth:`RestrictedProgram.adjoint` pass (A^T r + G^T mu_hat from one product X^T W), both
-  chunked over patterns on the device: memory is two (P, n, m) row buffers (cone rows and mu1)
-  plus chunk temporaries. It stops when max_pj L ||Y_pj - Q+_pj|| <= eps * beta.
+* inner loop: FISTA (Beck & Teboulle 2009) with backtracking that may also lengthen the step
+  (Scheinberg, Goldfarb & Bai 2014; L shrinks 0.9x per iteration, doubles on a failed sufficient
+  decrease test) and the gradient-based adaptive restart of O'Donoghue & Candes (2015).
+  Gradient -(A^T r + G^T mu_hat), r = y - A Q, mu_hat = max(0, mu - rho G Q); prox = the group
+  soft-threshold (zero groups come out exactly zero). The penalty's curvature rho G_J^T G_J only
+  involves the rows J it currently acts on, so backtracking finds steps 10-100x longer than the
+  global bound ||A||^2 + rho ||G||^2 (measured: L / ||A||^2 of 3-50 against 101). A and G are
+  linear, so the extrapolated point's A Y and G Y are combinations of stored rows: one iteration
+  is one :meth:`RestrictedProgram.forward` pass at the trial point (A Q and G Q from one product
+  X q) and one :meth:`RestrictedProgram.adjoint` pass (A^T r + G^T mu_hat from one product
+  X^T W), plus one forward per failed backtracking test; both chunked over patterns on the
+  device. Memory: five (P, n, m) row buffers (rows of the current, previous, trial and
+  extrapolated points, and mu1; float32 at n = 60000, P = 40, m = 100: 5 x 0.96 GB), plus chunk
+  temporaries and the (P, m, d') iterates. It stops when max_pj L ||Y_pj - Q+_pj|| <= eps beta
+  or after 200 iterations (an inexact solve still moves mu, which the certificate needs).
 * outer loop: mu <- max(0, mu - rho G Q) (Hestenes-Powell-Rockafellar; Birgin & Martinez,
-  "Practical Augmented Lagrangian Methods", 2014); rho grows 2x when ||mu_new - mu||_inf / rho
-  fails to fall 4x; eps shrinks 5x per step down to tol / 10. rho starts at 100 ||A||^2 / ||G||^2.
+  "Practical Augmented Lagrangian Methods", 2014). After an inner solve that met eps, rho grows
+  2x when ||mu_new - mu||_inf / rho failed to fall 4x and eps shrinks 5x down to tol / 10.
+  rho starts at 100 ||A||^2 / ||G||^2 (both norms from 20 power iterations).
   Measured: first-order convergence on these programs is slow in the tail (the multipliers of
-  zero groups are large and far from unique: about 10^4 iterations for a 1e-4 gap on n = 60
-  programs), so use it where nothing else fits and read its certified gap.
+  zero groups are large and far from unique): 400-30000 iterations for a 1e-3 to 1e-4 gap on
+  n = 24-60 programs. Use it where the interior point does not fit, and read its certified gap.
 
 ``"ipm"`` -- for small programs (dense Newton systems fit on the device): a primal-dual
 interior-point method with Nesterov-Todd scaling and Mehrotra's predictor-corrector, in the
@@ -39,9 +47,9 @@ regularisation 1e-12 relative, two steps of iterative refinement). When the corr
 short (< 0.1) a pure centring step (sigma >= 1/2, no corrector) is tried instead. It iterates
 towards tol/10 and returns the best-certified iterate; it stops as stalled when neither the
 certified gap nor the complementarity halves in 6 steps (float64 normal equations bottom out
-near a 1e-7 gap on degenerate programs). Measured on 120 random programs (n <= 90, P <= 16):
-objective within 1e-6 of Clarabel in all, OPTIMAL at tol 1e-6 in 118 (the other two INACCURATE
-at a 1.1-1.2e-6 gap), 9-40 iterations. The ~1e-7 patterns an interior point leaves where the
+near a 1e-7 gap on degenerate programs). Measured on 80 random programs (n <= 90, P <= 16):
+objective within 1e-6 of Clarabel in all, OPTIMAL at tol 1e-6 in 79 (the other INACCURATE at a
+1.2e-6 gap), 9-40 iterations. The ~1e-7 patterns an interior point leaves where the
 optimum has zeros are then set to exactly zero (rule at the end of :func:`_ipm`).
 
 Stopping rule (both methods; a certificate, not a heuristic). With v = y - A q and the current
@@ -69,7 +77,7 @@ from typing import Optional
 import torch
 
 from ..model import ParallelReLU
-from ..program import RestrictedProgram
+from ..program import ENTRY_CHUNK, RestrictedProgram
 from ..solution import Solution, SolveStatus
 from . import register_backend
 
@@ -91,8 +99,12 @@ IPM_MAX_FLOPS = 2e9
 DEFAULT_MAX_ITER = {"ipm": 100, "alm": 50000}
 DEFAULT_TOL = {"ipm": 1e-6, "alm": 1e-3}
 
-POWER_ITERATIONS = 60
-LIPSCHITZ_SAFETY = 1.05
+POWER_ITERATIONS = 20
+#: FISTA iterations per multiplier step at most: an inexact inner solve still moves mu, which
+#: the certificate needs (measured: one outer step in 120 s at n = 1000 left a 60 % gap)
+INNER_MAX_ITER = 200
+BACKTRACK_MAX = 60
+BACKTRACK_DECREASE = 0.9  # the step grows back by 1/0.9 per iteration when the curvature allows
 # rho starts at RHO_START ||A||^2 / ||G||^2. Measured on n = 40-60 programs (tol 1e-4): 100 with
 # growth 2 needed 3.7k-14k FISTA iterations where 10 with growth 5 needed 5k-20k+.
 RHO_START = 100.0
@@ -198,7 +210,7 @@ class _Memory:
 
 def solve_torch(program: RestrictedProgram, tol: Optional[float] = None, max_iter: Optional[int] = None,
                 time_limit: float = float("inf"), warm_start=None, dtype: Optional[torch.dtype] = None,
-                verbose: bool = False, method: str = "auto", check_every: Optional[int] = None) -> Solution:
+                verbose: bool = False, method: str = "auto") -> Solution:
     """Solve ``program`` on its device (module docstring: methods, stopping rule, statuses).
 
     Args:
@@ -215,8 +227,6 @@ def solve_torch(program: RestrictedProgram, tol: Optional[float] = None, max_ite
             The interior point always works in float64.
         verbose: print progress.
         method: ``"auto"`` (:func:`choose_method`), ``"ipm"`` or ``"alm"``.
-        check_every: ``"alm"`` only: FISTA iterations between host synchronisations for the inner
-            stopping test (default 1 on CPU, 10 on CUDA, where each check is a device sync).
 
     Returns:
         a :class:`Solution` with multipliers, and in ``info``: ``method``, ``gap`` (relative
@@ -244,7 +254,7 @@ def solve_torch(program: RestrictedProgram, tol: Optional[float] = None, max_ite
             dtype = dtype or program.dtype
             info["dtype"] = str(dtype).replace("torch.", "")
             outcome, Q, mult, iters, extra = _alm(program, tol, max_iter, time_limit, warm, dtype,
-                                                  verbose, check_every, start)
+                                                  verbose, start)
     except Exception as exc:  # a failed solve is a status, never an exception downstream
         outcome, Q, mult, iters, extra = "error", program.zeros(), None, 0, {"error": repr(exc)}
     info.update(extra)
@@ -339,18 +349,30 @@ def _group_prox(Z: torch.Tensor, threshold: float) -> torch.Tensor:
     return Z * scale
 
 
+def _penalty(mu1, mu2, R1, R2, rho) -> float:
+    """1/(2 rho) ||max(0, mu - rho G Q)||^2 from the rows R = G Q, in pattern chunks (no (P, n, m)
+    temporary)."""
+    total = 0.0
+    step = max(1, ENTRY_CHUNK // max(1, R1[0].numel()))
+    for a in range(0, R1.shape[0], step):
+        total += float(torch.addcmul(mu1[a:a + step], R1[a:a + step], torch.tensor(-rho, dtype=R1.dtype,
+                                     device=R1.device)).clamp_(min=0).square().sum())
+    if R2 is not None:
+        total += float((mu2 - rho * R2).clamp_(min=0).square().sum())
+    return total / (2 * rho)
+
+
 @torch.no_grad()
-def _alm(program, tol, max_iter, time_limit, warm, dtype, verbose, check_every, start):
+def _alm(program, tol, max_iter, time_limit, warm, dtype, verbose, start):
     wp = _working_program(program, dtype)
     beta = wp.beta
     dev = wp.device
-    if check_every is None:
-        check_every = 10 if dev.type == "cuda" else 1
     y64 = program.y.double()
     y_scale = max(float(y64.abs().max()), torch.finfo(torch.float64).tiny)
 
-    La = _power_norm_sq(lambda x: wp.adjoint(wp.predict(x)), wp.shape, wp.X)
-    Lg = _power_norm_sq(lambda x: wp.adjoint(None, *wp.cone_rows(x)), wp.shape, wp.X)
+    # rough norms suffice: they set rho's scale and the first step; backtracking does the rest
+    La = _power_norm_sq(lambda x: wp.adjoint(wp.predict(x)), wp.shape, wp.X, iters=POWER_ITERATIONS)
+    Lg = _power_norm_sq(lambda x: wp.adjoint(None, *wp.cone_rows(x)), wp.shape, wp.X, iters=POWER_ITERATIONS)
     if not (math.isfinite(La) and math.isfinite(Lg)):
         return "nan", program.zeros(), None, 0, {"error": "operator norm estimate is not finite"}
     if La == 0.0 and Lg == 0.0:  # X = 0: A = G = 0 and Q = 0 is optimal
@@ -371,16 +393,30 @@ def _alm(program, tol, max_iter, time_limit, warm, dtype, verbose, check_every, 
     else:
         mu1 = torch.zeros(wp.P, wp.n, wp.m, dtype=dtype, device=dev)
         mu2 = torch.zeros(wp.P, wp.n, dtype=dtype, device=dev) if wp.depth == 3 else None
-    buf1 = torch.empty_like(mu1)
-    buf2 = None if mu2 is None else torch.empty_like(mu2)
+
+    def slot():
+        return [torch.empty_like(mu1), None if mu2 is None else torch.empty_like(mu2)]
+
+    # Rows G Q of the current iterate, the previous one, the trial point and the extrapolated
+    # point: A and G are linear, so the extrapolated point's rows are a combination of stored
+    # ones and each iteration costs one forward pass (at the trial point) and one adjoint.
+    sQ, sQp, sN, sY = slot(), slot(), slot(), slot()
     elem = torch.finfo(dtype).bits // 8
     rows = mu1.numel() + (0 if mu2 is None else mu2.numel())
     extra = dict(winfo)
-    extra["buffer_bytes"] = int(2 * elem * rows + 5 * elem * Q.numel())
+    extra["buffer_bytes"] = int(5 * elem * rows + 6 * elem * Q.numel())
     extra["lipschitz"] = {"A": La, "G": Lg}
 
+    def forward(Qx, sl):
+        pred, _, _ = wp.forward(Qx, out1=sl[0], out2=sl[1])
+        return pred
+
+    predQ = forward(Q, sQ)
+    L = La
+    slack = 100 * torch.finfo(dtype).eps
     eps = 1e-2
-    iters = 0
+    iters = passes = 0
+    passes += 1
     outer = 0
     prev_change = math.inf
     last_good = Q.clone()
@@ -388,64 +424,81 @@ def _alm(program, tol, max_iter, time_limit, warm, dtype, verbose, check_every, 
 
     def finish(outcome, Qout):
         extra.update(last)
-        extra.update({"outer_iterations": outer, "rho": rho})
+        extra.update({"outer_iterations": outer, "rho": rho, "passes": passes})
         return outcome, Qout, (mu1, mu2), iters, extra
 
     while True:
-        # ---- inner: FISTA with adaptive restart on L_rho(.; mu) ----------------------------
-        L = LIPSCHITZ_SAFETY * (La + rho * Lg)
-        Yk = Q.clone()
-        t = torch.ones((), dtype=dtype, device=dev)
+        # ---- inner: FISTA with backtracking and adaptive restart on L_rho(.; mu) -----------
+        Qp, predQp = Q, predQ
+        t, mom = 1.0, 0.0
         outcome = None
-        k = 0
+        inner_start = iters
         while True:
-            pred, R1, R2 = wp.forward(Yk, out1=buf1, out2=buf2)
-            r = wp.y - pred
-            # mu_hat = max(0, mu - rho G Y), computed in the cone-row buffer
-            R1.mul_(-rho).add_(mu1).clamp_(min=0)
-            if R2 is not None:
-                R2.mul_(-rho).add_(mu2).clamp_(min=0)
-            Qn = _group_prox(Yk + wp.adjoint(r, R1, R2) / L, beta / L)
-            step = Qn - Yk
-            move = Qn - Q
-            # restart test and momentum as tensors: no host sync per iteration on a GPU
-            restart = (step * move).sum() < 0
-            t_new = (1 + torch.sqrt(1 + 4 * t * t)) / 2
-            mom = torch.where(restart, torch.zeros_like(t), (t - 1) / t_new)
-            t = torch.where(restart, torch.ones_like(t), t_new)
-            Q = Qn
-            Yk = Qn + mom * move
-            k += 1
+            Y = Q + mom * (Q - Qp) if mom else Q
+            predY = predQ + mom * (predQ - predQp) if mom else predQ
+            for a, b, c in zip(sY, sQ, sQp):
+                if a is not None:
+                    a.copy_(b)
+                    if mom:
+                        a.mul_(1 + mom).add_(c, alpha=-mom)
+                    a.mul_(-rho).add_(mu1 if a.dim() == 3 else mu2).clamp_(min=0)  # mu_hat at Y
+            rY = wp.y - predY
+            fY = 0.5 * float(rY @ rY) + (float(sY[0].square().sum()) + (
+                float(sY[1].square().sum()) if sY[1] is not None else 0.0)) / (2 * rho)
+            g = -wp.adjoint(rY, sY[0], sY[1])
             iters += 1
-            if k % check_every == 0 or iters >= max_iter:
-                res = float(step.norm(dim=2).max()) * L / beta
-                if not math.isfinite(res):
-                    outcome = "nan"
+            passes += 1
+            L_prev = L
+            L = max(L * BACKTRACK_DECREASE, 1e-300)
+            for _ in range(BACKTRACK_MAX):
+                Qn = _group_prox(Y - g / L, beta / L)
+                predN = forward(Qn, sN)
+                passes += 1
+                D = Qn - Y
+                rN = wp.y - predN
+                fN = 0.5 * float(rN @ rN) + _penalty(mu1, mu2, sN[0], sN[1], rho)
+                model = fY + float((g * D).sum()) + 0.5 * L * float((D * D).sum())
+                # fY and fN come from different roundings of the same rows: allow for it
+                if fN <= model + slack * abs(fY) or not math.isfinite(fN):
                     break
-                if res <= eps:
-                    break
-                if iters >= max_iter:
-                    outcome = "max_iter"
-                    break
-                if time.perf_counter() - start >= time_limit:
-                    outcome = "time_limit"
-                    break
+                L *= 2.0
+            move = Qn - Q
+            restart = float((D * move).sum()) < 0  # O'Donoghue-Candes gradient restart
+            # Scheinberg-Goldfarb-Bai momentum for a step size that may shrink or grow
+            t_new = (1 + math.sqrt(1 + 4 * (L / L_prev) * t * t)) / 2
+            mom, t = (0.0, 1.0) if restart else ((t - 1) / t_new, t_new)
+            Qp, predQp, Q, predQ = Q, predQ, Qn, predN
+            sQp, sQ, sN = sQ, sN, sQp
+            res = float(D.norm(dim=2).max()) * L / beta
+            if not (math.isfinite(res) and math.isfinite(fN)):
+                outcome = "nan"
+                break
+            inner_solved = res <= eps
+            if inner_solved or iters - inner_start >= INNER_MAX_ITER:
+                break
+            if iters >= max_iter:
+                outcome = "max_iter"
+                break
+            if time.perf_counter() - start >= time_limit:
+                outcome = "time_limit"
+                break
         if outcome == "nan":
             return finish("nan", last_good)
 
         # ---- outer: multiplier step and the certificate ------------------------------------
         outer += 1
-        pred, R1, R2 = wp.forward(Q, out1=buf1, out2=buf2)
-        worst = _min_row(R1, R2)
-        R1.mul_(-rho).add_(mu1).clamp_(min=0)
-        change = float((R1 - mu1).abs().max()) if R1.numel() else 0.0
-        mu1, buf1 = R1, mu1
-        if R2 is not None:
-            R2.mul_(-rho).add_(mu2).clamp_(min=0)
-            change = max(change, float((R2 - mu2).abs().max()))
-            mu2, buf2 = R2, mu2
-        change /= rho
-        cert = _certificate(wp, Q, mu1, mu2, y64, y_scale, pred=pred, worst=worst)
+        worst = _min_row(*sQ)
+        change = 0.0
+        for new, old, rows_ in ((sN[0], mu1, sQ[0]), (sN[1], mu2, sQ[1])):
+            if new is not None:
+                torch.add(old, rows_, alpha=-rho, out=new).clamp_(min=0)  # max(0, mu - rho G Q)
+                change = max(change, float((new - old).abs().max()) if new.numel() else 0.0)
+        mu1, sN[0] = sN[0], mu1
+        if mu2 is not None:
+            mu2, sN[1] = sN[1], mu2
+        change /= rho * y_scale
+        cert = _certificate(wp, Q, mu1, mu2, y64, y_scale, pred=predQ, worst=worst)
+        passes += 1
         if not (math.isfinite(cert["primal"]) and math.isfinite(cert["gap"])):
             return finish("nan", last_good)
         last_good = Q.clone()
@@ -453,7 +506,7 @@ def _alm(program, tol, max_iter, time_limit, warm, dtype, verbose, check_every, 
         if verbose:
             print(f"[torch/alm] outer {outer:3d} iters {iters:6d} J {cert['primal']:.10g} "
                   f"LB {cert['lower_bound']:.10g} gap {cert['gap']:.2e} viol {cert['violation_rel']:.2e} "
-                  f"rho {rho:.3g} eps {eps:.1e} t {time.perf_counter() - start:.2f}s")
+                  f"rho {rho:.3g} L/La {L / La:.3g} eps {eps:.1e} t {time.perf_counter() - start:.2f}s")
         if _converged(cert, tol):
             return finish("converged", Q)
         if outcome is not None:
@@ -462,10 +515,13 @@ def _alm(program, tol, max_iter, time_limit, warm, dtype, verbose, check_every, 
             return finish("max_iter", Q)
         if time.perf_counter() - start >= time_limit:
             return finish("time_limit", Q)
-        if change > 0.25 * prev_change and rho < rho_max:
-            rho = min(rho * RHO_GROWTH, rho_max)
-        prev_change = change
-        eps = max(eps / 5, tol / 10)
+        # rho and eps move only after an inner solve that met eps: a capped one says nothing
+        # about how well the current rho works
+        if inner_solved:
+            if change > 0.25 * prev_change and rho < rho_max:
+                rho = min(rho * RHO_GROWTH, rho_max)
+            prev_change = change
+            eps = max(eps / 5, tol / 10)
 
 
 # ---------------------------------------------------------------------------------------------
