@@ -4,10 +4,13 @@ The mathematics is Ergen & Pilanci, "Global Optimality Beyond Two Layers: Traini
 Networks via Convex Programs" (ICML 2021); the symbols follow the project's MATH.md.
 """
 
+from .active_set import ActiveSetResult, active_set_solve
+from . import data
 from .model import ParallelReLU
 from .objective import objective, predict
 from .patterns import PatternSet, concatenate, patterns_of, sample_patterns, union
 from .program import RestrictedProgram
+from .regressor import ParallelReLURegressor
 from .reconstruct import branch_weights, load_solution_, to_network
 from .solution import Solution, SolveStatus
 from .solvers import available_solvers, solve
@@ -15,11 +18,14 @@ from .solvers import available_solvers, solve
 __version__ = "0.1.0"
 
 __all__ = [
+    "ActiveSetResult",
     "ParallelReLU",
+    "ParallelReLURegressor",
     "PatternSet",
     "RestrictedProgram",
     "Solution",
     "SolveStatus",
+    "active_set_solve",
     "available_solvers",
     "branch_weights",
     "concatenate",

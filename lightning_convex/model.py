@@ -136,6 +136,24 @@ class ParallelReLU(nn.Module):
         return self
 
 
+def float64_parameters(net: ParallelReLU):
+    """(W1, w2 or None, w3) detached in float64 on the network's device."""
+    w2 = None if net.w2 is None else net.w2.detach().double()
+    return net.W1.detach().double(), w2, net.w3.detach().double()
+
+
+def float64_rows(net: ParallelReLU, X) -> torch.Tensor:
+    """X checked against the network (type, columns, finiteness) as float64 on its device."""
+    from ._checks import as_matrix
+
+    if not isinstance(net, ParallelReLU):
+        raise TypeError(f"net must be a ParallelReLU, got {type(net).__name__}")
+    X = as_matrix(X, device=net.W1.device, dtype=torch.float64)
+    if X.shape[1] != net.in_features:
+        raise ValueError(f"X has {X.shape[1]} columns but the network expects {net.in_features}")
+    return X
+
+
 def branch_outputs(Xf: torch.Tensor, W1: torch.Tensor, w2, w3: torch.Tensor) -> torch.Tensor:
     """Per-branch outputs w3_k relu(relu(Xf W1_k) w2_k), shape (K, n); depth 2 when w2 is None."""
     pre = torch.einsum("nd,kdm->knm", Xf, W1)

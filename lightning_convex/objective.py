@@ -4,29 +4,18 @@ from __future__ import annotations
 
 import torch
 
-from ._checks import as_matrix, as_targets, check_beta
-from .model import ParallelReLU, add_bias_column, branch_outputs, regularizer
+from ._checks import as_targets, check_beta
+from .model import ParallelReLU, add_bias_column, branch_outputs, float64_parameters, float64_rows, regularizer
 
 #: Rows per chunk when evaluating f(X): bounds the (K, rows, m) intermediate.
 ROW_CHUNK = 8192
 
 
-def _float64_parameters(net: ParallelReLU):
-    W1 = net.W1.detach().double()
-    w2 = None if net.w2 is None else net.w2.detach().double()
-    return W1, w2, net.w3.detach().double()
-
-
 @torch.no_grad()
 def predict(net: ParallelReLU, X, chunk_size: int = ROW_CHUNK) -> torch.Tensor:
     """f(X) in float64 on the network's device, evaluated in row chunks."""
-    if not isinstance(net, ParallelReLU):
-        raise TypeError(f"net must be a ParallelReLU, got {type(net).__name__}")
-    device = net.W1.device
-    X = as_matrix(X, device=device, dtype=torch.float64)
-    if X.shape[1] != net.in_features:
-        raise ValueError(f"X has {X.shape[1]} columns but the network expects {net.in_features}")
-    W1, w2, w3 = _float64_parameters(net)
+    X = float64_rows(net, X)
+    W1, w2, w3 = float64_parameters(net)
     out = []
     for start in range(0, X.shape[0], chunk_size):
         Xc = X[start : start + chunk_size]
@@ -45,6 +34,6 @@ def objective(net: ParallelReLU, X, y, beta) -> float:
     beta = check_beta(beta)
     f = predict(net, X)
     y = as_targets(y, f.shape[0], device=f.device, dtype=torch.float64)
-    W1, w2, w3 = _float64_parameters(net)
+    W1, w2, w3 = float64_parameters(net)
     R = regularizer(W1, w2, w3, net.regularization)
     return float(0.5 * (f - y).square().sum() + beta * R)

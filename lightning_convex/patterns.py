@@ -16,7 +16,7 @@ from typing import Iterable, Optional
 import torch
 
 from ._checks import as_matrix
-from .model import ParallelReLU, add_bias_column
+from .model import ParallelReLU, add_bias_column, float64_parameters, float64_rows
 
 ROW_CHUNK = 8192
 
@@ -200,15 +200,7 @@ class PatternSet:
 
 def union(first: PatternSet, *others: PatternSet) -> PatternSet:
     """Concatenate pattern sets over the same rows and remove duplicates."""
-    sets = [first, *others]
-    for other in others:
-        first._check_compatible(other)
-    device = first.device
-    D1 = torch.cat([p.D1.to(device) for p in sets])
-    D2 = None if first.D2 is None else torch.cat([p.D2.to(device) for p in sets])
-    s = torch.cat([p.s.to(device) for p in sets])
-    sig = torch.cat([p.sig.to(device) for p in sets])
-    return PatternSet(D1, D2, s, sig, first.bias).unique()
+    return concatenate([first, *others]).unique()
 
 
 @torch.no_grad()
@@ -218,14 +210,8 @@ def patterns_of(net: ParallelReLU, X, chunk_size: int = ROW_CHUNK) -> PatternSet
     Branch k's pattern is pattern k of the result, so ``patterns_of(net, X).select([k])`` is the
     cone branch k lies in. Computed in float64, in row chunks.
     """
-    if not isinstance(net, ParallelReLU):
-        raise TypeError(f"net must be a ParallelReLU, got {type(net).__name__}")
-    device = net.W1.device
-    X = as_matrix(X, device=device, dtype=torch.float64)
-    if X.shape[1] != net.in_features:
-        raise ValueError(f"X has {X.shape[1]} columns but the network expects {net.in_features}")
-    W1 = net.W1.detach().double()
-    w2 = None if net.w2 is None else net.w2.detach().double()
+    X = float64_rows(net, X)
+    W1, w2, _ = float64_parameters(net)
     D1_parts, D2_parts = [], []
     for start in range(0, X.shape[0], chunk_size):
         Xc = X[start : start + chunk_size]
@@ -292,6 +278,7 @@ def concatenate(sets: Iterable[PatternSet]) -> PatternSet:
     first = sets[0]
     for other in sets[1:]:
         first._check_compatible(other)
+    sets = [first] + [p.to(first.device) for p in sets[1:]]
     D2 = None if first.D2 is None else torch.cat([p.D2 for p in sets])
     return PatternSet(
         torch.cat([p.D1 for p in sets]), D2, torch.cat([p.s for p in sets]),

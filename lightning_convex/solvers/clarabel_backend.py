@@ -100,7 +100,10 @@ def solve_clarabel(program: RestrictedProgram, tol: float = 1e-9, max_iter: int 
                    time_limit: float = float("inf"), verbose: bool = False, settings=None,
                    formulation: str = "auto", warm_start=None) -> Solution:
     """Solve with Clarabel. ``tol`` sets the gap and feasibility tolerances; ``settings`` (a dict)
-    overrides any other Clarabel setting; ``formulation`` see :func:`socp_data`. ``warm_start``
+    overrides any other Clarabel setting (at the default 1e-9 Clarabel sometimes stops as
+    "AlmostSolved", reported as INACCURATE: callers that need a status of OPTIMAL retry at 1e-8,
+    as :func:`~lightning_convex.active_set_solve` does; 1e-9 keeps the numerically-zero groups
+    small enough for :meth:`Solution.active_patterns`); ``formulation`` see :func:`socp_data`. ``warm_start``
     is accepted and ignored (interior-point methods do not warm start)."""
     import clarabel
 

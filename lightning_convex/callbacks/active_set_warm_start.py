@@ -1,0 +1,371 @@
+r"""
+Active-Set Warm Start
+^^^^^^^^^^^^^^^^^^^^^
+
+Hybrid convex/SGD training (Remark 3 of Ergen & Pilanci, ICML 2021; MATH.md sections 3, 4, 8):
+every so often, jump the :class:`~lightning_convex.ParallelReLU` to the optimum of the convex
+program restricted to its own activation patterns, iterated to a fixed point
+(:func:`~lightning_convex.active_set_solve`), and let SGD continue from there.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict, List, Optional
+
+import torch
+from pytorch_lightning.callbacks.callback import Callback
+
+from .._compat import namespace, style_of
+from ..active_set import SPARE_POLICIES, active_set_solve, certify_function
+from ..solution import SolveStatus
+from ._common import (
+    broadcast_parameters,
+    check_no_weight_decay,
+    find_beta,
+    find_network,
+    gather_rows,
+    training_shard,
+    world,
+)
+
+#: ``convex/warmstart_status`` codes: the position of the last solve's status here.
+STATUS_CODES = tuple(status.value for status in SolveStatus)
+
+
+class ActiveSetWarmStart(Callback):
+    r"""Warm-start SGD from the restricted convex optimum over the network's own patterns.
+
+    At each chosen point (see :meth:`should_update`) the callback
+
+    1. reads the full training set (every rank's unpadded shard, gathered in row order, so the
+       solve sees all n rows exactly once even where ``DistributedSampler`` pads),
+    2. on rank 0 runs :func:`~lightning_convex.active_set_solve`: read the patterns S(theta)
+       (plus ``extra_patterns`` sampled ones and, with ``search > 0``, the violators of a
+       certificate search, in the first round), solve the restricted program over S, rebuild the
+       K branches in place (keeping the K largest patterns by t_p and solving again when more
+       come out nonzero), and repeat until OPT(S(theta)) >= (1 - rtol) J(theta) or a pattern set
+       repeats, up to ``max_rounds``,
+    3. broadcasts rank 0's parameters, so every rank ends with identical weights,
+    4. when the network changed, clears the optimizer state (Adam moments, step counts) of the
+       ParallelReLU's parameters (``reset_optimizer``): moments accumulated at the old weights
+       would push the new ones off the optimum,
+    5. logs ``convex/warmstart_before``, ``convex/warmstart_after`` (J in the sum form of MATH.md
+       section 1, float64, on the full training set), ``convex/warmstart_rounds``,
+       ``convex/warmstart_solver_seconds``, ``convex/warmstart_status`` (the index of the last
+       solve's status in :data:`STATUS_CODES`; 0 is optimal) and ``convex/warmstart_converged``
+       (1 when the rounds reached a fixed point), through Lightning logging.
+
+    Guarantees: J never rises (after <= before at every warm start: a failed, inaccurate or worse
+    solve leaves the network untouched and says so); every rank ends with the same weights; a
+    checkpoint taken after a warm start resumes exactly (the state is plain values and the
+    sampling generator's state; a checkpoint taken before the warm start of its epoch, e.g. by a
+    callback listed before this one that saves at the epoch end, gets that warm start replayed on
+    resume).
+
+    Spare branches: branches the solution leaves unused become exactly zero, and an exactly-zero
+    branch never revives under SGD. ``spare="zero"`` (default) keeps them off between warm starts:
+    SGD refines the active branches, and spare branches are refilled by the convex step itself
+    whenever a sampled (``extra_patterns``) or violating (``search``) pattern earns a place in the
+    next solve. So every warm start ends at the restricted optimum over the set it solved, a point
+    a certificate can check. Why not re-seed by default: ``spare="reseed"`` (each spare branch
+    restarted from the random branch best correlated with the residual, at the step that lowers J
+    for a descent direction, else at a scale adding at most ``spare_tol * J`` in total, see
+    :mod:`lightning_convex.active_set`) was measured on the six Table-1 sets (4 seeds each, 30
+    epochs, warm starts every 10) and reached no lower fixed points: the same J on the three easy
+    sets, mixed on the three harder ones (BENCHMARKS.md). The warm start at the end of training
+    (``at_train_end``) never re-seeds, whatever ``spare`` says: no SGD follows.
+
+    Works with ``pytorch_lightning`` and ``lightning.pytorch`` Trainers alike: nothing here
+    ``isinstance``-checks the trainer, strategy or module.
+
+    Example::
+
+        from lightning_convex import ParallelReLU, ParallelReLURegressor
+        from lightning_convex.callbacks import ActiveSetWarmStart
+
+        model = ParallelReLURegressor(ParallelReLU(d, 7, 10, bias=True), beta=0.1)
+        trainer = Trainer(max_epochs=30, callbacks=[ActiveSetWarmStart(every_n_epochs=10)])
+        trainer.fit(model, loader)
+
+    Args:
+        every_n_epochs: warm start after every this many training epochs (``None`` or 0: never
+            by epochs).
+        every_n_train_steps: warm start after every this many optimizer steps (``None``: never by
+            steps). Both schedules apply when both are set.
+        solver: the backend for :func:`lightning_convex.solve` (``"auto"``, ``"clarabel"``, ...).
+        extra_patterns: sampled patterns (Remark 3) added to the first round of each warm start.
+        search: size of a certificate search whose violating patterns join the first round
+            (needs ``lightning_convex.certify``); 0 for none.
+        reset_optimizer: clear the optimizer state of the network's parameters after a change.
+        max_rounds: the most active-set rounds per warm start.
+        rtol: a warm start's rounds stop when OPT(S(theta)) >= (1 - rtol) J(theta).
+        spare: ``"zero"`` or ``"reseed"`` (see above).
+        spare_tol: the most re-seeding may add to J, relative to J.
+        at_train_end: also warm start after the last epoch of the fit (``max_epochs``) when the
+            schedule does not, so that the fit ends at a fixed point.
+        beta: the regularization weight; default: the module's ``beta`` (or hyperparameter).
+        data: the training set as ``(X, y)``, a Dataset or a DataLoader; default: the trainer's
+            training set.
+        seed: seed of the generator used for sampled patterns, searches and re-seeding.
+        solver_options: extra keyword arguments for the solver (``tol``, ``max_iter``, ...).
+        verbose: report each warm start through ``rank_zero_info``.
+    """
+
+    def __init__(
+        self,
+        every_n_epochs: Optional[int] = 10,
+        every_n_train_steps: Optional[int] = None,
+        solver: str = "auto",
+        extra_patterns: int = 0,
+        search: int = 0,
+        reset_optimizer: bool = True,
+        max_rounds: int = 100,
+        rtol: float = 1e-7,
+        spare: str = "zero",
+        spare_tol: float = 1e-6,
+        at_train_end: bool = True,
+        beta: Optional[float] = None,
+        data=None,
+        seed: int = 0,
+        solver_options: Optional[dict] = None,
+        verbose: bool = True,
+    ) -> None:
+        for name, value in (("every_n_epochs", every_n_epochs), ("every_n_train_steps", every_n_train_steps)):
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 0):
+                raise ValueError(f"{name} must be None or a non-negative integer, got {value!r}")
+        for name, value in (("extra_patterns", extra_patterns), ("search", search)):
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
+        if not isinstance(max_rounds, int) or isinstance(max_rounds, bool) or max_rounds < 1:
+            raise ValueError(f"max_rounds must be a positive integer, got {max_rounds!r}")
+        if spare not in SPARE_POLICIES:
+            raise ValueError(f"spare must be one of {SPARE_POLICIES}, got {spare!r}")
+        if search > 0:
+            certify_function()  # fail at construction, not epochs into a fit
+        self.every_n_epochs = every_n_epochs or None
+        self.every_n_train_steps = every_n_train_steps or None
+        self.solver = solver
+        self.extra_patterns = extra_patterns
+        self.search = search
+        self.reset_optimizer = bool(reset_optimizer)
+        self.max_rounds = max_rounds
+        self.rtol = float(rtol)
+        self.spare = spare
+        self.spare_tol = float(spare_tol)
+        self.at_train_end = bool(at_train_end)
+        self.beta = beta
+        self.data = data
+        self.seed = int(seed)
+        self.solver_options = dict(solver_options or {})
+        self.verbose = bool(verbose)
+
+        self._generator = torch.Generator().manual_seed(self.seed)
+        # epoch index / optimizer-step count of the latest warm start (-1: none yet), so that a
+        # point is never warm-started twice and a resumed fit knows what it already did
+        self._latest_epoch = -1
+        self._latest_step = -1
+        #: One dict of plain values per warm start (epoch, step, before, after, rounds, ...).
+        self.history: List[Dict[str, Any]] = []
+
+    # -- policy ----------------------------------------------------------------------------------
+    def should_update(self, step_idx: Optional[int] = None, epoch_idx: Optional[int] = None) -> bool:
+        """Called after every optimizer step and after every training epoch: whether to warm start.
+
+        One of the arguments is the zero-based index of the step or epoch just finished. The
+        default follows ``every_n_train_steps`` and ``every_n_epochs``; override it for another
+        schedule (e.g. only after epoch 50, or every 2**k epochs).
+
+        Args:
+            step_idx: index of the last optimizer step, or ``None`` when called at an epoch end.
+            epoch_idx: index of the last epoch, or ``None`` when called after a step.
+
+        Returns:
+            ``True`` to warm start now.
+        """
+        if step_idx is not None:
+            return self.every_n_train_steps is not None and (step_idx + 1) % self.every_n_train_steps == 0
+        if epoch_idx is not None:
+            return self.every_n_epochs is not None and (epoch_idx + 1) % self.every_n_epochs == 0
+        return False
+
+    # -- hooks -----------------------------------------------------------------------------------
+    def on_train_start(self, trainer, pl_module) -> None:
+        """Called when training begins.
+
+        Checks the optimizer applies no weight decay to the network (MATH.md section 1), and, in a
+        fit resumed from a checkpoint written at an epoch end but before that epoch's warm start
+        (``ModelCheckpoint`` always runs after the other callbacks, but a user callback listed
+        before this one may save earlier), performs that warm start now, so that the resumed run
+        matches an uninterrupted one.
+
+        Args:
+            trainer: the current Trainer.
+            pl_module: the current LightningModule.
+        """
+        net = find_network(pl_module)
+        check_no_weight_decay(trainer, net)
+        previous = int(trainer.current_epoch) - 1
+        if previous >= 0 and previous > self._latest_epoch and self._due_at_epoch_end(trainer, previous):
+            self._warm_start(trainer, pl_module, epoch_idx=previous, final=False)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
+        """Called when a training batch ends.
+
+        Warm starts when ``should_update(step_idx=...)`` says so (once per optimizer step).
+
+        Args:
+            trainer: the current Trainer.
+            pl_module: the current LightningModule.
+            outputs: the training step's outputs.
+            batch: the training batch.
+            batch_idx: index of the batch in the epoch.
+        """
+        step = int(trainer.global_step)
+        if step > self._latest_step and step > 0 and self.should_update(step_idx=step - 1):
+            self._latest_step = step
+            self._warm_start(trainer, pl_module, step_idx=step - 1, final=self._is_last_step(trainer))
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        """Called when a training epoch ends.
+
+        Warm starts when ``should_update(epoch_idx=...)`` says so, or at the last epoch of the
+        fit with ``at_train_end`` (then without re-seeding spare branches).
+
+        Args:
+            trainer: the current Trainer.
+            pl_module: the current LightningModule.
+        """
+        epoch = int(trainer.current_epoch)
+        if epoch > self._latest_epoch and self._due_at_epoch_end(trainer, epoch):
+            self._warm_start(trainer, pl_module, epoch_idx=epoch, final=self._is_last_epoch(trainer, epoch))
+
+    def state_dict(self) -> Dict[str, Any]:
+        """Called when saving a checkpoint.
+
+        Returns:
+            The callback state: plain Python values and the generator state (a uint8 tensor), so
+            that checkpoints load under ``torch.load(weights_only=True)``.
+        """
+        return {
+            "latest_epoch": self._latest_epoch,
+            "latest_step": self._latest_step,
+            "generator_state": self._generator.get_state(),
+            "history": [dict(entry) for entry in self.history],
+        }
+
+    def load_state_dict(self, state_dict: Dict[str, Any]) -> None:
+        """Called when loading a checkpoint.
+
+        Args:
+            state_dict: the dictionary :meth:`state_dict` returned.
+        """
+        self._latest_epoch = int(state_dict["latest_epoch"])
+        self._latest_step = int(state_dict["latest_step"])
+        self._generator.set_state(torch.as_tensor(state_dict["generator_state"], dtype=torch.uint8).cpu())
+        self.history = [dict(entry) for entry in state_dict.get("history", [])]
+
+    # -- the warm start --------------------------------------------------------------------------
+    def _due_at_epoch_end(self, trainer, epoch: int) -> bool:
+        if self.should_update(epoch_idx=epoch):
+            return True
+        return self.at_train_end and self._is_last_epoch(trainer, epoch)
+
+    @staticmethod
+    def _is_last_epoch(trainer, epoch: int) -> bool:
+        max_epochs = getattr(trainer, "max_epochs", None)
+        if max_epochs is not None and max_epochs >= 0 and epoch >= max_epochs - 1:
+            return True
+        return ActiveSetWarmStart._is_last_step(trainer)
+
+    @staticmethod
+    def _is_last_step(trainer) -> bool:
+        max_steps = getattr(trainer, "max_steps", -1)
+        return max_steps is not None and max_steps >= 0 and int(trainer.global_step) >= max_steps
+
+    def _training_set(self, trainer, pl_module):
+        """(X, y) of the full training set on every rank, in the dataset's row order."""
+        X, y = training_shard(trainer, pl_module, self.data)
+        return gather_rows(trainer, X), gather_rows(trainer, y)
+
+    def _report(self, trainer, message: str, warn: bool = False) -> None:
+        if world(trainer)[0] != 0:
+            return
+        rank_zero = namespace(style_of(trainer)).utilities.rank_zero
+        (rank_zero.rank_zero_warn if warn else rank_zero.rank_zero_info)(message)
+
+    @torch.no_grad()
+    def _reset_optimizer_state(self, trainer, net) -> None:
+        params = {id(p) for p in net.parameters()}
+        for optimizer in getattr(trainer, "optimizers", None) or []:
+            for param in list(optimizer.state.keys()):
+                if id(param) in params:
+                    del optimizer.state[param]
+
+    def _warm_start(self, trainer, pl_module, step_idx: Optional[int] = None,
+                    epoch_idx: Optional[int] = None, final: bool = False) -> None:
+        net = find_network(pl_module)
+        beta = find_beta(pl_module, self.beta)
+        X, y = self._training_set(trainer, pl_module)
+        rank, size = world(trainer)
+        summary = None
+        if rank == 0:
+            result = active_set_solve(
+                net, X, y, beta, solver=self.solver, extra_patterns=self.extra_patterns,
+                search=self.search, max_rounds=self.max_rounds, rtol=self.rtol,
+                generator=self._generator, spare="zero" if final else self.spare,
+                spare_tol=self.spare_tol, solver_options=self.solver_options, warn=False,
+            )
+            summary = {
+                "epoch": int(trainer.current_epoch if epoch_idx is None else epoch_idx),
+                "step": int(trainer.global_step),
+                "before": float(result.objective_before),
+                "after": float(result.objective_after),
+                "rounds": int(result.rounds),
+                "solves": int(result.solves),
+                "solver_seconds": float(result.solver_seconds),
+                "seconds": float(result.seconds),
+                "status": str(result.status),
+                "stop_reason": str(result.stop_reason),
+                "converged": bool(result.converged),
+                "changed": bool(result.changed),
+                "active": int(result.active),
+                "reseeded": int(result.reseeded),
+                "final": bool(final),
+                "messages": [str(m) for m in result.messages],
+            }
+        if size > 1:
+            summary = trainer.strategy.broadcast(summary, src=0)
+            broadcast_parameters(trainer, net, src=0)
+        if summary["changed"] and self.reset_optimizer:
+            self._reset_optimizer_state(trainer, net)
+        if epoch_idx is not None:
+            self._latest_epoch = max(self._latest_epoch, epoch_idx)
+        self.history.append({k: v for k, v in summary.items() if k != "messages"})
+
+        on_step = step_idx is not None
+        status_code = STATUS_CODES.index(summary["status"]) if summary["status"] in STATUS_CODES else -1
+        for name, value in (
+            ("convex/warmstart_before", summary["before"]),
+            ("convex/warmstart_after", summary["after"]),
+            ("convex/warmstart_rounds", float(summary["rounds"])),
+            ("convex/warmstart_solver_seconds", summary["solver_seconds"]),
+            ("convex/warmstart_status", float(status_code)),
+            ("convex/warmstart_converged", float(summary["converged"])),
+        ):
+            pl_module.log(name, value, on_step=on_step, on_epoch=not on_step, batch_size=1,
+                          sync_dist=False)
+        where = f"step {step_idx + 1}" if on_step else f"epoch {epoch_idx}"
+        if self.verbose:
+            for message in summary["messages"]:
+                self._report(trainer, f"ActiveSetWarmStart ({where}): {message}")
+            extra = f", {summary['reseeded']} spare branches re-seeded" if summary["reseeded"] else ""
+            self._report(
+                trainer,
+                f"ActiveSetWarmStart ({where}): J {summary['before']:.8g} -> {summary['after']:.8g} in "
+                f"{summary['rounds']} rounds ({summary['stop_reason']}, last status {summary['status']}, "
+                f"{summary['solver_seconds']:.2f} s in the solver), {summary['active']} of "
+                f"{net.branches} branches active{extra}",
+            )
+        if summary["stop_reason"] in ("failed", "worse"):
+            last = summary["messages"][-1] if summary["messages"] else summary["stop_reason"]
+            self._report(trainer, f"ActiveSetWarmStart ({where}): {last}", warn=True)
