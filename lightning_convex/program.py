@@ -176,6 +176,97 @@ class RestrictedProgram:
             out[sl] = torch.einsum("nd,pnm->pmd", self.X, W)
         return out
 
+    # -- fused operators for first-order solvers --------------------------------------------
+    # A and G share the product X q_pj, so a first-order method that needs both pays one
+    # (n x d') x (d' x P m) product per pass instead of two; the same holds for A^T v + G^T mu.
+    def forward(self, Q, out1: Optional[torch.Tensor] = None, out2: Optional[torch.Tensor] = None):
+        """(A Q (n,), G Q as (P, n, m) and (P, n) or None) from one product X q_pj per chunk.
+
+        Equal to ``(predict(Q), *cone_rows(Q))``. ``out1`` / ``out2`` are optional preallocated
+        buffers for the two blocks of cone rows (a solver iterating at large n reuses them).
+        """
+        Q = self.check_variable(Q)
+        pred = torch.zeros(self.n, dtype=self.dtype, device=self.device)
+        R1 = out1 if out1 is not None else torch.empty(
+            self.P, self.n, self.m, dtype=self.dtype, device=self.device)
+        R2 = None
+        if self.depth == 3:
+            R2 = out2 if out2 is not None else torch.empty(
+                self.P, self.n, dtype=self.dtype, device=self.device)
+        for sl in self._pattern_chunks():
+            Z = torch.einsum("nd,pmd->pnm", self.X, Q[sl])
+            D1, S1, S2 = self._signs(sl)
+            pred += (Z * self._mask(sl)).sum(dim=(0, 2))
+            if R2 is not None:
+                R2[sl] = S2 * (D1 * Z).sum(dim=2)
+            torch.mul(S1, Z, out=R1[sl])
+        return pred, R1, R2
+
+    def adjoint(self, v=None, mu1=None, mu2=None) -> torch.Tensor:
+        """A^T v + G^T mu, shape (P, m, d'), from one product X^T W per chunk.
+
+        Equal to ``predict_adjoint(v) + cone_adjoint(mu1, mu2)``; any argument may be ``None``
+        (a zero term).
+        """
+        as_t = lambda t: None if t is None else torch.as_tensor(t, device=self.device).to(self.dtype)  # noqa: E731
+        v, mu1, mu2 = as_t(v), as_t(mu1), as_t(mu2)
+        out = torch.zeros(self.shape, dtype=self.dtype, device=self.device)
+        for sl in self._pattern_chunks():
+            D1, S1, S2 = self._signs(sl)
+            W = None
+            if v is not None:
+                W = self._mask(sl) * v[None, :, None]
+            if mu1 is not None:
+                W = S1 * mu1[sl] if W is None else W.addcmul_(S1, mu1[sl])
+            if S2 is not None and mu2 is not None:
+                W2 = (S2 * mu2[sl])[:, :, None] * D1
+                W = W2 if W is None else W.add_(W2)
+            if W is not None:
+                out[sl] = torch.einsum("nd,pnm->pmd", self.X, W)
+        return out
+
+    # -- dense Gram matrices for second-order solvers on small programs ----------------------
+    def _row_chunks(self, width: int):
+        step = max(1, ENTRY_CHUNK // max(1, width))
+        for start in range(0, self.n, step):
+            yield slice(start, start + step)
+
+    def prediction_gram(self) -> torch.Tensor:
+        """A^T A as a dense (N, N) tensor on the program's device (N = P*m*d', vec(Q) order).
+
+        Block ((p,j), (p',k)) is X^T diag(D2_p D1_pj D2_p' D1_p'k) X. Costs n N^2 and N^2 memory:
+        meant for small programs (an interior-point Newton system), built in row chunks.
+        """
+        N = self.num_variables
+        out = torch.zeros(N, N, dtype=self.dtype, device=self.device)
+        full = slice(0, self.P)
+        for rows in self._row_chunks(N):
+            mask = self._mask(full)[:, rows, :]  # (P, r, m)
+            Ac = (mask.permute(1, 0, 2)[:, :, :, None] * self.X[rows, None, None, :]).reshape(-1, N)
+            out.addmm_(Ac.T, Ac)
+        return out
+
+    def cone_gram(self, w1, w2=None) -> torch.Tensor:
+        """G^T diag(w) G for row weights w1 (P, n, m) and w2 (P, n), as (P, m d', m d') blocks.
+
+        G^T diag(w) G is block diagonal over patterns (each cone row touches one pattern), and the
+        row signs square away: block p, sub-block (j, k) is
+        X^T diag(w1_pj [j == k] + w2_p D1_pj D1_pk) X.
+        """
+        P, m, d = self.shape
+        w1 = torch.as_tensor(w1, device=self.device).to(self.dtype)
+        out = torch.zeros(P, m, d, m, d, dtype=self.dtype, device=self.device)
+        diag = out.diagonal(dim1=1, dim2=3)  # (P, d, d, m) view of the (j, j) sub-blocks
+        for rows in self._row_chunks(P * m * d):
+            X = self.X[rows]
+            diag += torch.einsum("pnj,nd,ne->pdej", w1[:, rows, :], X, X)
+            if self.depth == 3 and w2 is not None:
+                w2c = torch.as_tensor(w2, device=self.device).to(self.dtype)[:, rows]
+                B = self.patterns.D1[:, rows, :].to(self.dtype)[..., None] * X[None, :, None, :]  # (P, r, m, d)
+                B = B.reshape(P, -1, m * d)
+                out += torch.bmm(B.transpose(1, 2), B * w2c[:, :, None]).view(P, m, d, m, d)
+        return out.view(P, m * d, m * d)
+
     def constraint_violation(self, Q) -> float:
         """max(0, -min(G Q)): the largest violation of a cone row, in prediction units."""
         R1, R2 = self.cone_rows(Q)

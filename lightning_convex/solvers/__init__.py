@@ -54,3 +54,4 @@ def solve(program: RestrictedProgram, solver: str = "auto", **options) -> Soluti
 from . import clarabel_backend as _clarabel  # noqa: E402,F401  (registers "clarabel")
 from . import cvxpy_backend as _cvxpy  # noqa: E402,F401  (registers "cvxpy")
 from . import osqp_backend as _osqp  # noqa: E402,F401  (registers "osqp")
+from . import torch_backend as _torch  # noqa: E402,F401  (registers "torch")
