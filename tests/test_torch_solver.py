@@ -1,6 +1,7 @@
 """The torch backend (issue 7): optimum, rebuilt network, multipliers, statuses, the fused
 operators it relies on, and the Fashion-MNIST loader."""
 
+import copy
 import gzip
 import math
 import struct
@@ -12,16 +13,6 @@ import torch
 import lightning_convex as lc
 from lightning_convex.fashion_mnist import available, load_fashion_mnist, read_idx
 from lightning_convex.solvers import torch_backend as tb
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # these programs are tiny: one BLAS thread is as fast and immune to a loaded machine
-    # (measured 20x slower with 2 threads when other jobs share the 2 cores)
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 def make_program(seed, n=60, d=4, K=5, m=3, depth=3, bias=True, beta=0.1, extra=6):
@@ -126,8 +117,22 @@ def test_alm_warm_start_from_network_and_solution():
     other, *_ = make_program(seed=8, n=30, d=3, K=3, m=2, extra=0)
     with pytest.raises(ValueError, match="different pattern set"):
         lc.solve(other, solver="torch", method="alm", warm_start=first)
-    with pytest.raises(TypeError, match="warm_start"):
-        lc.solve(prog, solver="torch", warm_start="nope")
+    Qw, _, info = tb.warm_start_variable(prog, first.Q)
+    assert info["warm_start"] == "variable" and torch.equal(Qw, first.Q)
+    for method in ("ipm", "alm"):
+        with pytest.raises(TypeError, match="warm_start"):
+            lc.solve(prog, solver="torch", method=method, warm_start="nope")
+
+
+def test_active_set_rounds_with_torch_backend():
+    """active_set_solve passes a tensor warm start; the torch backend takes it and the rounds
+    reach the same fixed point objective as with Clarabel."""
+    prog, net, X, y = make_program(seed=11, n=40, d=3, K=4, m=2, extra=0, beta=0.2)
+    a, b = copy.deepcopy(net), copy.deepcopy(net)
+    ra = lc.active_set_solve(a, X, y, prog.beta, solver="torch", solver_options={"tol": 1e-7}, warn=False)
+    rb = lc.active_set_solve(b, X, y, prog.beta, solver="clarabel", warn=False)
+    assert ra.objective_after <= ra.objective_before
+    assert math.isclose(ra.objective_after, rb.objective_after, rel_tol=1e-4)
 
 
 @pytest.mark.parametrize("method", ["ipm", "alm"])

@@ -32,10 +32,13 @@ Lagrangian on the cone rows only; the group norms stay in a prox:
 * outer loop: mu <- max(0, mu - rho G Q) (Hestenes-Powell-Rockafellar; Birgin & Martinez,
   "Practical Augmented Lagrangian Methods", 2014). After an inner solve that met eps, rho grows
   2x when ||mu_new - mu||_inf / rho failed to fall 4x and eps shrinks 5x down to tol / 10.
-  rho starts at 100 ||A||^2 / ||G||^2 (both norms from 20 power iterations).
+  rho starts at 100 ||A||^2 / ||G||^2 (both norms from at most 15 power iterations).
   Measured: first-order convergence on these programs is slow in the tail (the multipliers of
   zero groups are large and far from unique): 400-30000 iterations for a 1e-3 to 1e-4 gap on
-  n = 24-60 programs. Use it where the interior point does not fit, and read its certified gap.
+  n = 24-60 programs. On Fashion-MNIST rows (n = 10000, P = 10, m = 10, float32, 2 CPU cores)
+  1367 iterations in 600 s lowered J from 241 to 176 but certified only a 93 % gap: at that
+  scale the multipliers, hence the certificate, lag far behind the primal iterate. Use it where
+  the interior point does not fit, and read its certified gap.
 
 ``"ipm"`` -- for small programs (dense Newton systems fit on the device): a primal-dual
 interior-point method with Nesterov-Todd scaling and Mehrotra's predictor-corrector, in the
@@ -47,10 +50,12 @@ regularisation 1e-12 relative, two steps of iterative refinement). When the corr
 short (< 0.1) a pure centring step (sigma >= 1/2, no corrector) is tried instead. It iterates
 towards tol/10 and returns the best-certified iterate; it stops as stalled when neither the
 certified gap nor the complementarity halves in 6 steps (float64 normal equations bottom out
-near a 1e-7 gap on degenerate programs). Measured on 80 random programs (n <= 90, P <= 16):
-objective within 1e-6 of Clarabel in all, OPTIMAL at tol 1e-6 in 79 (the other INACCURATE at a
-1.2e-6 gap), 9-40 iterations. The ~1e-7 patterns an interior point leaves where the
-optimum has zeros are then set to exactly zero (rule at the end of :func:`_ipm`).
+near a 1e-7 gap on degenerate programs). Measured on 120 random programs (n <= 90, P <= 16;
+benchmarks/torch_vs_clarabel.py, seeds 0-2): objective within 6e-7 of Clarabel in all, rebuilt networks too, OPTIMAL at tol 1e-6 in 118
+(the other two INACCURATE at a 1.2-1.6e-6 gap); 9-32 iterations, 0.03-0.33 s on one CPU
+thread (Clarabel: ~0.01 s). The ~1e-7 patterns an interior point leaves where the optimum has
+zeros are then set to exactly zero (rule at the end of :func:`_ipm`); in 8 of the 120 programs
+some stay nonzero that Clarabel's solution has at zero.
 
 Stopping rule (both methods; a certificate, not a heuristic). With v = y - A q and the current
 multipliers mu >= 0, bound_pj = ||(A^T v + G^T mu)_pj|| and MATH.md section 5 gives the valid
@@ -69,6 +74,7 @@ in float64 by the program itself (:meth:`Solution.from_variable`).
 
 from __future__ import annotations
 
+import copy
 import math
 import resource
 import time
@@ -99,7 +105,11 @@ IPM_MAX_FLOPS = 2e9
 DEFAULT_MAX_ITER = {"ipm": 100, "alm": 50000}
 DEFAULT_TOL = {"ipm": 1e-6, "alm": 1e-3}
 
-POWER_ITERATIONS = 20
+#: power iterations for ||A||^2 and ||G||^2 (stopping at 1 % change): they only set rho's scale
+#: and the first step, and each costs a forward and an adjoint pass (~20 s on 2 CPU cores at
+#: the Figure-5 size)
+POWER_ITERATIONS = 15
+POWER_RTOL = 1e-2
 #: FISTA iterations per multiplier step at most: an inexact inner solve still moves mu, which
 #: the certificate needs (measured: one outer step in 120 s at n = 1000 left a 60 % gap)
 INNER_MAX_ITER = 200
@@ -144,7 +154,8 @@ def _same_patterns(a, b) -> bool:
 
 @torch.no_grad()
 def warm_start_variable(program: RestrictedProgram, warm_start):
-    """(Q0, (mu1, mu2) or None, info) from a Solution over the same patterns or a ParallelReLU.
+    """(Q0, (mu1, mu2) or None, info) from a Solution over the same patterns, a ParallelReLU, or
+    a tensor Q of the program's shape (P, m, d').
 
     A network contributes q_kj = w3_k w2_kj W1_k[:, j] (depth 2: w3_k u_k) to the pattern of S
     that branch k lies in (found with :func:`patterns_of` on the program's rows); branches whose
@@ -171,8 +182,11 @@ def warm_start_variable(program: RestrictedProgram, warm_start):
         if expected != actual:
             raise ValueError(f"warm_start network has (in_features, hidden, depth, bias) = {actual}, "
                              f"the program needs {expected}")
-        X = program.X[:, : program.in_features].to(net.W1.device)
-        index = patterns_of(net, X).index_in(program.patterns.to(net.W1.device))
+        if net.W1.device != program.device:
+            # move the (small) network to the program's device, never the program's data
+            net = copy.deepcopy(net).to(program.device)
+        X = program.X[:, : program.in_features]
+        index = patterns_of(net, X).index_in(program.patterns)
         W1 = net.W1.detach().to(device=program.device, dtype=torch.float64)
         w3 = net.w3.detach().to(device=program.device, dtype=torch.float64)
         if net.w2 is None:
@@ -188,7 +202,11 @@ def warm_start_variable(program: RestrictedProgram, warm_start):
             else:
                 Q[p] += Qnet[k]
         return Q.to(program.dtype), None, {"warm_start": "network", "warm_start_dropped_branches": dropped}
-    raise TypeError(f"warm_start must be a Solution or a ParallelReLU, got {type(warm_start).__name__}")
+    if isinstance(warm_start, torch.Tensor):
+        # a convex variable Q itself (what active_set_solve passes)
+        return program.check_variable(warm_start).clone(), None, {"warm_start": "variable"}
+    raise TypeError(f"warm_start must be a Solution, a ParallelReLU or a (P, m, d') tensor Q, "
+                    f"got {type(warm_start).__name__}")
 
 
 class _Memory:
@@ -219,9 +237,10 @@ def solve_torch(program: RestrictedProgram, tol: Optional[float] = None, max_ite
         max_iter: interior-point iterations (default 100) or FISTA iterations for ``"alm"``
             (default 50000; each is one forward and one adjoint pass).
         time_limit: wall seconds.
-        warm_start: a :class:`Solution` over the same patterns (Q and multipliers reused) or the
-            :class:`ParallelReLU` the patterns came from (q_kj = w3_k w2_kj W1_k[:, j]). Used by
-            ``"alm"``; the interior point starts from its own central point and ignores it.
+        warm_start: a :class:`Solution` over the same patterns (Q and multipliers reused), the
+            :class:`ParallelReLU` the patterns came from (q_kj = w3_k w2_kj W1_k[:, j]), or a
+            tensor Q (P, m, d'). Used by ``"alm"``; the interior point starts from its own
+            central point and ignores it.
         dtype: working precision of ``"alm"`` (default: the program's). ``torch.float32`` halves
             memory and is much faster on GPUs; the certified gap then bottoms out near 1e-6.
             The interior point always works in float64.
@@ -242,12 +261,18 @@ def solve_torch(program: RestrictedProgram, tol: Optional[float] = None, max_ite
         method = choose_method(program)
     max_iter = max_iter or DEFAULT_MAX_ITER[method]
     tol = DEFAULT_TOL[method] if tol is None else tol
-    warm = warm_start_variable(program, warm_start) if warm_start is not None else None  # user error: raise
+    warm = None
+    if warm_start is not None:
+        if method == "alm":
+            warm = warm_start_variable(program, warm_start)  # a bad warm start is a user error: raise
+        elif not isinstance(warm_start, (Solution, ParallelReLU, torch.Tensor)):
+            raise TypeError(f"warm_start must be a Solution, a ParallelReLU or a (P, m, d') tensor Q, "
+                            f"got {type(warm_start).__name__}")
     info = {"method": method, "tol": tol, "device": str(program.device)}
     try:
         if method == "ipm":
             info["dtype"] = "float64"
-            if warm is not None:
+            if warm_start is not None:
                 info["warm_start"] = "ignored (interior point)"
             outcome, Q, mult, iters, extra = _ipm(program, tol, max_iter, time_limit, verbose, start)
         else:
@@ -336,7 +361,7 @@ def _power_norm_sq(apply, shape, like: torch.Tensor, iters: int = POWER_ITERATIO
         if not math.isfinite(new) or new == 0.0:
             return new if math.isfinite(new) else float("nan")
         x = z / new
-        if abs(new - lam) <= 1e-4 * new:
+        if abs(new - lam) <= POWER_RTOL * new:
             return new
         lam = new
     return lam
@@ -373,6 +398,7 @@ def _alm(program, tol, max_iter, time_limit, warm, dtype, verbose, start):
     # rough norms suffice: they set rho's scale and the first step; backtracking does the rest
     La = _power_norm_sq(lambda x: wp.adjoint(wp.predict(x)), wp.shape, wp.X, iters=POWER_ITERATIONS)
     Lg = _power_norm_sq(lambda x: wp.adjoint(None, *wp.cone_rows(x)), wp.shape, wp.X, iters=POWER_ITERATIONS)
+    setup_seconds = time.perf_counter() - start
     if not (math.isfinite(La) and math.isfinite(Lg)):
         return "nan", program.zeros(), None, 0, {"error": "operator norm estimate is not finite"}
     if La == 0.0 and Lg == 0.0:  # X = 0: A = G = 0 and Q = 0 is optimal
@@ -406,6 +432,7 @@ def _alm(program, tol, max_iter, time_limit, warm, dtype, verbose, start):
     extra = dict(winfo)
     extra["buffer_bytes"] = int(5 * elem * rows + 6 * elem * Q.numel())
     extra["lipschitz"] = {"A": La, "G": Lg}
+    extra["setup_seconds"] = setup_seconds  # the power iterations, before the first FISTA step
 
     def forward(Qx, sl):
         pred, _, _ = wp.forward(Qx, out1=sl[0], out2=sl[1])
