@@ -159,6 +159,7 @@ def test_numerical_error_and_failure_are_statuses(monkeypatch):
     sol = lc.solve(prog, solver="torch", method="alm", max_iter=5000)
     assert sol.status == lc.SolveStatus.NUMERICAL_ERROR
     assert bool(torch.isfinite(sol.Q).all())
+    assert sol.multipliers is None or all(m is None or bool(torch.isfinite(m).all()) for m in sol.multipliers)
     monkeypatch.undo()
 
     def broken(self):

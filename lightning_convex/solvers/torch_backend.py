@@ -286,7 +286,9 @@ def solve_torch(program: RestrictedProgram, tol: Optional[float] = None, max_ite
     info.update(memory.report())
     if mult is not None:
         mu1, mu2 = mult
-        mult = (mu1.to(program.dtype), None if mu2 is None else mu2.to(program.dtype))
+        finite = bool(torch.isfinite(mu1).all()) and (mu2 is None or bool(torch.isfinite(mu2).all()))
+        # non-finite multipliers certify nothing: hand back none rather than poison a certificate
+        mult = (mu1.to(program.dtype), None if mu2 is None else mu2.to(program.dtype)) if finite else None
     return Solution.from_variable(
         program, Q.to(program.dtype), status=STATUS_MAP[outcome], seconds=time.perf_counter() - start,
         iterations=iters, solver="torch", multipliers=mult, info=info,
