@@ -7,7 +7,6 @@ backend (itself checked against CVXPY in the foundation's tests).
 
 import math
 
-import cvxpy as cp
 import numpy as np
 import pytest
 import torch
@@ -15,43 +14,12 @@ import torch
 import lightning_convex as lc
 from lightning_convex.certificate import RowSync, search_violations
 
+from conftest import reference_optimum
+
 
 # ------------------------------------------------------------------------------------------------
 # independent references
 # ------------------------------------------------------------------------------------------------
-def cvxpy_restricted_optimum(X, y, patterns, beta):
-    """OPT(S) from an explicit CVXPY model of MATH.md section 3 (Clarabel, tight tolerances)."""
-    X = np.asarray(X, dtype=np.float64)
-    if patterns.bias:
-        X = np.hstack([X, np.ones((X.shape[0], 1))])
-    y = np.asarray(y, dtype=np.float64)
-    D1 = patterns.D1.cpu().numpy().astype(np.float64)
-    D2 = None if patterns.D2 is None else patterns.D2.cpu().numpy().astype(np.float64)
-    s = patterns.s.cpu().numpy().astype(np.float64)
-    sig = patterns.sig.cpu().numpy().astype(np.float64)
-    P, n, m = D1.shape
-    d = X.shape[1]
-    Q = [cp.Variable((d, m)) for _ in range(P)]
-    pred = 0
-    cons = []
-    reg = 0
-    for p in range(P):
-        XQ = X @ Q[p]  # (n, m): x_i . q_pj
-        inner = cp.sum(cp.multiply(D1[p], XQ), axis=1)
-        pred = pred + (inner if D2 is None else cp.multiply(D2[p], inner))
-        cons.append(cp.multiply(s[p][None, :] * (2 * D1[p] - 1), XQ) >= 0)
-        if D2 is not None:
-            cons.append(cp.multiply(sig[p] * (2 * D2[p] - 1), inner) >= 0)
-        reg = reg + cp.sum(cp.norm(Q[p], 2, axis=0))
-    prob = cp.Problem(cp.Minimize(0.5 * cp.sum_squares(pred - y) + beta * reg), cons)
-    for tol in (1e-10, 1e-8):  # the tightest tolerance Clarabel certifies as optimal
-        prob.solve(solver="CLARABEL", tol_gap_abs=tol, tol_gap_rel=tol, tol_feas=tol)
-        if prob.status == "optimal":
-            break
-    assert prob.status == "optimal", prob.status
-    return float(prob.value)
-
-
 def clarabel_solution(X, y, patterns, beta):
     solution = lc.solve(lc.RestrictedProgram(X, y, patterns, beta), solver="clarabel")
     assert solution.is_optimal, solution
@@ -99,7 +67,7 @@ def test_lower_bound_valid_against_independent_cvxpy(case):
     for seed in range(2):
         X, y, net = random_case(100 * case + seed, n, d, K, m, depth, bias, reg, scale)
         cert = lc.certify(net, X, y, beta)
-        opt = cvxpy_restricted_optimum(X, y, lc.patterns_of(net, X), beta)
+        opt = reference_optimum(X, y, lc.patterns_of(net, X), beta)
         assert cert.lower_bound <= opt + solver_tol(opt)
         assert cert.primal >= opt - solver_tol(opt)  # the network is feasible for its own set
         assert cert.gap >= 0 and cert.scope == "active set"
@@ -163,7 +131,7 @@ def test_float32_network_and_data():
     net32 = net.float()
     cert = lc.certify(net32, X.float(), y.float(), 0.3)
     S = lc.patterns_of(net32, X.float())
-    opt = cvxpy_restricted_optimum(X.float().double(), y.float().double(), S, 0.3)
+    opt = reference_optimum(X.float().double(), y.float().double(), S, 0.3)
     assert cert.lower_bound <= opt + solver_tol(opt)
     assert cert.primal >= opt - solver_tol(opt)
 
@@ -178,7 +146,7 @@ def test_tight_at_the_restricted_optimum(depth, reg, beta):
         X, y, net = random_case(200 + seed, n=60, d=4, K=6, m=3, depth=depth, regularization=reg)
         S = lc.patterns_of(net, X)
         solution = clarabel_solution(X, y, S, beta)
-        opt = cvxpy_restricted_optimum(X, y, S, beta)
+        opt = reference_optimum(X, y, S, beta)
         assert math.isclose(solution.objective, opt, rel_tol=1e-7)
         rebuilt = lc.to_network(solution, regularization=reg)
         cert = lc.certify(rebuilt, X, y, beta, patterns=S)
@@ -385,5 +353,5 @@ def test_validity_on_forty_networks_slow():
                                 depth, True, "path", float(10 ** rng.uniform(-1, 0.5)))
         beta = float(10 ** rng.uniform(-2, 0.5))
         cert = lc.certify(net, X, y, beta)
-        opt = cvxpy_restricted_optimum(X, y, lc.patterns_of(net, X), beta)
+        opt = reference_optimum(X, y, lc.patterns_of(net, X), beta)
         assert cert.lower_bound <= opt + solver_tol(opt)

@@ -1,9 +1,8 @@
-"""The OSQP backend against independent references: Clarabel, and a CVXPY model written here
+"""The OSQP backend against independent references: Clarabel, and the CVXPY model of conftest.py written
 from X, y and the raw patterns (MATH.md section 3), never from the program's own matrices."""
 
 import time
 
-import cvxpy as cp
 import numpy as np
 import pytest
 import torch
@@ -12,6 +11,8 @@ from lightning_convex import (
     ParallelReLU, PatternSet, RestrictedProgram, Solution, SolveStatus, concatenate, objective,
     patterns_of, sample_patterns, solve, to_network,
 )
+
+from conftest import reference_optimum  # noqa: E402
 
 RTOL = 1e-6  # the acceptance bar of issue 3: objective within 1e-6 relative of the optimum
 
@@ -36,36 +37,6 @@ def _program(n=24, d=3, K=4, m=3, depth=3, bias=True, beta=0.1, seed=0, rank=Non
     return RestrictedProgram(X, y, patterns_of(net, X), beta), net
 
 
-def cvxpy_reference(X, y, pats: PatternSet, beta):
-    """The restricted program written out from MATH.md section 3 (independent of program.py)."""
-    X = X.numpy()
-    if pats.bias:
-        X = np.hstack([X, np.ones((X.shape[0], 1))])
-    y = y.numpy()
-    D1 = pats.D1.numpy().astype(float)
-    D2 = None if pats.D2 is None else pats.D2.numpy().astype(float)
-    s = pats.s.numpy().astype(float)
-    sig = pats.sig.numpy().astype(float)
-    P, n, m = D1.shape
-    Q = [[cp.Variable(X.shape[1]) for _ in range(m)] for _ in range(P)]
-    pred, cons, reg = 0, [], 0
-    for p in range(P):
-        inner = 0
-        for j in range(m):
-            z = X @ Q[p][j]
-            inner = inner + cp.multiply(D1[p, :, j], z)
-            cons.append(cp.multiply(s[p, j] * (2 * D1[p, :, j] - 1), z) >= 0)
-            reg = reg + cp.norm(Q[p][j], 2)
-        if D2 is None:
-            pred = pred + inner
-        else:
-            pred = pred + cp.multiply(D2[p], inner)
-            cons.append(cp.multiply(sig[p] * (2 * D2[p] - 1), inner) >= 0)
-    prob = cp.Problem(cp.Minimize(0.5 * cp.sum_squares(pred - y) + beta * reg), cons)
-    prob.solve(solver="CLARABEL", tol_gap_abs=1e-10, tol_gap_rel=1e-10, tol_feas=1e-10)
-    return prob.value
-
-
 def _close(a, b, rtol=RTOL):
     return abs(a - b) <= rtol * max(abs(b), 1e-12)
 
@@ -81,7 +52,7 @@ def _check_optimal(prog, sol, ref):
 def test_matches_clarabel_and_cvxpy(depth, bias):
     prog, _ = _program(depth=depth, bias=bias, K=5 if depth == 2 else 4, seed=1)
     X, y = _data(24, 3, 1)
-    ref_cvx = cvxpy_reference(X, y, prog.patterns, prog.beta)
+    ref_cvx = reference_optimum(X, y, prog.patterns, prog.beta)
     ref_cl = solve(prog, solver="clarabel").objective
     assert _close(ref_cl, ref_cvx)  # the two references agree with each other
     _check_optimal(prog, solve(prog, solver="osqp"), ref_cvx)
@@ -103,7 +74,7 @@ def test_with_sampled_patterns():
     pats = patterns_of(net, X).union(
         sample_patterns(X, 5, 3, generator=torch.Generator().manual_seed(3), bias=True))
     prog = RestrictedProgram(X, y, pats, 0.05)
-    _check_optimal(prog, solve(prog, solver="osqp"), cvxpy_reference(X, y, pats, 0.05))
+    _check_optimal(prog, solve(prog, solver="osqp"), reference_optimum(X, y, pats, 0.05))
 
 
 def test_all_zero_optimum_for_large_beta():
@@ -119,14 +90,14 @@ def test_duplicated_patterns():
     pats = patterns_of(_net(3, 3, 3, 3, True, 5), X)
     dup = concatenate([pats, pats])  # every pattern twice: the optimum is not unique in Q
     prog = RestrictedProgram(X, y, dup, 0.1)
-    _check_optimal(prog, solve(prog, solver="osqp"), cvxpy_reference(X, y, pats, 0.1))
+    _check_optimal(prog, solve(prog, solver="osqp"), reference_optimum(X, y, pats, 0.1))
 
 
 def test_rank_deficient_X():
     X, y = _data(24, 4, 6, rank=2)
     pats = patterns_of(_net(4, 3, 2, 3, False, 6), X)
     prog = RestrictedProgram(X, y, pats, 0.1)
-    _check_optimal(prog, solve(prog, solver="osqp"), cvxpy_reference(X, y, pats, 0.1))
+    _check_optimal(prog, solve(prog, solver="osqp"), reference_optimum(X, y, pats, 0.1))
 
 
 def test_multipliers_certify_the_optimum():
@@ -149,7 +120,7 @@ def test_warm_start_from_solution_of_a_changed_set():
     sol1 = solve(prog1, solver="osqp")
     cold = solve(prog2, solver="osqp")
     warm = solve(prog2, solver="osqp", warm_start=sol1)
-    ref = cvxpy_reference(X, y, prog2.patterns, 0.1)
+    ref = reference_optimum(X, y, prog2.patterns, 0.1)
     _check_optimal(prog2, cold, ref)
     _check_optimal(prog2, warm, ref)
 
@@ -159,7 +130,7 @@ def test_warm_start_from_network(depth):
     prog, net = _program(depth=depth, K=5 if depth == 2 else 4, seed=9)
     X, y = _data(24, 3, 9)
     warm = solve(prog, solver="osqp", warm_start=net)
-    _check_optimal(prog, warm, cvxpy_reference(X, y, prog.patterns, prog.beta))
+    _check_optimal(prog, warm, reference_optimum(X, y, prog.patterns, prog.beta))
 
 
 def test_time_and_iteration_limits_are_not_optimal():
