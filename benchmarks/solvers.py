@@ -13,7 +13,7 @@ pattern set) warm-started from the osqp solution of the original program; "osqp 
 cold solve of that same changed program, for comparison.
 
 Usage:
-    python benchmarks/solvers.py [--quick] [--repeats R] [--limit SECONDS] [--out FILE]
+    python benchmarks/solvers.py [--quick] [--repeats R] [--limit SECONDS] [--osqp-max-iter N] [--out FILE]
 """
 
 from __future__ import annotations
@@ -131,6 +131,7 @@ def two_sided(prog: RestrictedProgram) -> RestrictedProgram:
 def run(args):
     rows = []
     limit = args.limit
+    osqp_opts = {} if args.osqp_max_iter is None else {"max_iter": args.osqp_max_iter}
     suites = [("three-layer", 3)] + ([] if args.quick else [("two-layer", 2)])
     for suite, depth in suites:
         for name, prog, changed, gates in programs(args.quick, depth):
@@ -146,10 +147,10 @@ def run(args):
             repeats = args.repeats if prog.n < 1000 else 1
             for _ in range(repeats):
                 runs = [
-                    ("osqp cold", prog, lambda: solve(prog, solver="osqp", time_limit=limit)),
-                    ("osqp warm", changed, lambda: solve(changed, solver="osqp", warm_start=cold,
+                    ("osqp cold", prog, lambda: solve(prog, solver="osqp", time_limit=limit, **osqp_opts)),
+                    ("osqp warm", changed, lambda: solve(changed, solver="osqp", warm_start=cold, **osqp_opts,
                                                          time_limit=limit)),
-                    ("osqp cold*", changed, lambda: solve(changed, solver="osqp", time_limit=limit)),
+                    ("osqp cold*", changed, lambda: solve(changed, solver="osqp", time_limit=limit, **osqp_opts)),
                     ("clarabel", prog, lambda: solve(prog, solver="clarabel", time_limit=limit)),
                     ("cvxpy+SCS", prog, lambda: solve(prog, solver="cvxpy", cvxpy_solver="SCS",
                                                       time_limit_secs=limit)),
@@ -166,7 +167,8 @@ def run(args):
                     errs[label] = (sol.objective - opt) / opt
                     status[label] = sol.status.value
                 if "osqp warm" not in times and cold is not None:
-                    sec, sol = timed(lambda: solve(changed, solver="osqp", warm_start=cold, time_limit=limit))
+                    sec, sol = timed(lambda: solve(changed, solver="osqp", warm_start=cold, time_limit=limit,
+                                                **osqp_opts))
                     times.setdefault("osqp warm", []).append(sec)
                     errs["osqp warm"] = (sol.objective - ref_changed.objective) / ref_changed.objective
                     status["osqp warm"] = sol.status.value
@@ -208,6 +210,7 @@ def main():
     ap.add_argument("--quick", action="store_true", help="UCI and one small synthetic program")
     ap.add_argument("--repeats", type=int, default=3, help="interleaved repeats (n < 1000)")
     ap.add_argument("--limit", type=float, default=600.0, help="time limit per solve, seconds")
+    ap.add_argument("--osqp-max-iter", type=int, default=None, help="max_iter of the osqp solves (default: the backend's)")
     ap.add_argument("--out", default=None, help="also write the table to this file")
     args = ap.parse_args()
     header = ("| suite | program | n | d' | P | " + " | ".join(COLUMNS) + " |\n"

@@ -98,8 +98,6 @@ STATUS_MAP = {
 
 LAWSON_ITERS = 25
 EQ_WEIGHT = 1e5
-#: largest n * N for which stage B keeps a dense copy of A (float64: 8 bytes each)
-DENSE_A_LIMIT = 5 * 10**7
 
 # inner QP outcomes stage A can still use (the line search on F guards every step)
 _USABLE_QP = (SolveStatus.OPTIMAL, SolveStatus.INACCURATE, SolveStatus.ITERATION_LIMIT)
@@ -150,7 +148,8 @@ class _Problem:
                 self.duplicates.setdefault(rep, []).append(p)
             self.duplicates = {k: v for k, v in self.duplicates.items() if len(v) > 1}
         self._rows1_cache: dict = {}
-        self._A_dense = None
+        # dense as well: stage A needs A^T A (N x N) anyway, and the face products are thin
+        self.A_dense = self.A.toarray()
 
     # -- indices -----------------------------------------------------------------------------
     def cols(self, groups) -> np.ndarray:
@@ -164,6 +163,14 @@ class _Problem:
     def rows2(self, p: int) -> np.ndarray:
         return self.n1 + p * self.n + np.arange(self.n)
 
+    def pattern_rows(self, p: int, groups) -> np.ndarray:
+        """The cone rows of pattern p that read ``groups``: their first-layer rows, then the
+        pattern's second-layer rows (which read every group of p)."""
+        rows = [self.rows1(g) for g in groups]
+        if self.two_layer_rows:
+            rows.append(self.rows2(p))
+        return np.concatenate(rows)
+
     def block1(self, g: int) -> np.ndarray:
         """The first-layer rows of group g restricted to its columns, dense (n, d')."""
         blk = self._rows1_cache.get(g)
@@ -175,15 +182,11 @@ class _Problem:
     def times_basis(self, blocks) -> np.ndarray:
         """A restricted to the face, A_S T, block by block (T is block diagonal by pattern).
 
-        The face bases are thin (a few columns per pattern), so products with a dense copy of A
-        cost n * |cols| * k per step; the sparse product with the assembled T cost 8 ms per Newton
-        step on the n = 500 synthetic program, the dense one under 1 ms.
+        The face bases are thin (a few columns per pattern), so products with the dense A cost
+        n * |cols| * k per step; the sparse product with the assembled T took most of each Newton
+        step on the n = 500 synthetic program (3.0 s of 12.4 s in csc_matvecs, cProfile).
         """
-        if self._A_dense is None:
-            self._A_dense = self.A.toarray() if self.n * self.N <= DENSE_A_LIMIT else False
-        if self._A_dense is False:
-            return np.hstack([np.asarray(self.A[:, cols] @ T) for _, cols, T in blocks])
-        return np.hstack([self._A_dense[:, cols] @ T for _, cols, T in blocks])
+        return np.hstack([self.A_dense[:, cols] @ T for _, cols, T in blocks])
 
     # -- values ------------------------------------------------------------------------------
     def norms(self, q: np.ndarray) -> np.ndarray:
@@ -314,10 +317,7 @@ def _fit_multipliers(pb: _Problem, q: np.ndarray, S: np.ndarray, E: np.ndarray, 
         if pb.dead[groups].all():
             continue
         # complementarity allows mu > 0 on any tight row of the pattern (E is a subset of them)
-        rows = [pb.rows1(g) for g in groups]
-        if pb.two_layer_rows:
-            rows.append(pb.rows2(p))
-        rows = np.concatenate(rows)
+        rows = pb.pattern_rows(p, groups)
         rows = rows[tight[rows] | E[rows]]
         ins = groups[S[groups]]
         if rows.size == 0:
@@ -390,8 +390,7 @@ class _StageA:
         self.groups = np.flatnonzero(~pb.dead)
         self.cols = pb.cols(self.groups)
         k = self.groups.size
-        As = pb.A[:, self.cols]
-        Ad = As.toarray()
+        Ad = pb.A_dense[:, self.cols]
         self.H = Ad.T @ Ad
         self.lin = -(Ad.T @ pb.y)
         self.diag_scale = max(float(np.trace(self.H)) / max(self.H.shape[0], 1), 1e-300)
@@ -540,10 +539,7 @@ class _StageB:
             groups = _groups_of_pattern(pb, p)
             groups = groups[S[groups]]
             cols = pb.cols(groups)
-            rows = [pb.rows1(g) for g in groups]
-            if pb.two_layer_rows:
-                rows.append(pb.rows2(p))
-            rows = np.concatenate(rows)
+            rows = pb.pattern_rows(p, groups)
             rows = rows[E[rows]]
             key = (p, groups.tobytes(), rows.tobytes())
             T = self._cache.get(key)
@@ -867,10 +863,7 @@ def _project_feasible(pb: _Problem, q, S):
         groups = _groups_of_pattern(pb, p)
         groups = groups[S[groups]]
         cols = pb.cols(groups)
-        rows = [pb.rows1(g) for g in groups]
-        if pb.two_layer_rows:
-            rows.append(pb.rows2(p))
-        rows = np.concatenate(rows)
+        rows = pb.pattern_rows(p, groups)
         scale = pb.row_norm[rows] * max(float(np.linalg.norm(q[cols])), 1e-300)
         gp = gq[rows]
         if (gp >= 0).all():
@@ -923,7 +916,7 @@ def _joint_round(pb: _Problem, q, S, cand, mu, eps, deadline, stats):
             w = Cg[g] + M.T @ lam
             U[a] = w / max(float(np.linalg.norm(w)), 1e-300)
             eta[a] = 1e-2 * scale_q if nr.max() > 0 else 1.0
-    As = pb.A[:, cols].toarray()
+    As = pb.A_dense[:, cols]
     H = As.T @ As
     delta = 1e-10 * max(float(np.trace(H)) / max(k * d, 1), 1e-300)
     B = beta / eta[:, None, None] * (np.eye(d)[None] - U[:, :, None] * U[:, None, :]) + delta * np.eye(d)[None]
@@ -1054,10 +1047,7 @@ def _release(pb: _Problem, q, S, E, v, eq_res):
     for p in np.unique(bad // pb.m):
         groups = _groups_of_pattern(pb, p)
         groups = groups[S[groups]]
-        rows = [pb.rows1(g) for g in groups]
-        if pb.two_layer_rows:
-            rows.append(pb.rows2(p))
-        rows = np.concatenate(rows)
+        rows = pb.pattern_rows(p, groups)
         rows = rows[E[rows]]
         if rows.size == 0:
             continue
