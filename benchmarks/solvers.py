@@ -13,7 +13,8 @@ pattern set) warm-started from the osqp solution of the original program; "osqp 
 cold solve of that same changed program, for comparison.
 
 Usage:
-    python benchmarks/solvers.py [--quick] [--repeats R] [--limit SECONDS] [--osqp-max-iter N] [--out FILE]
+    python benchmarks/solvers.py [--quick] [--repeats R] [--limit SECONDS] [--osqp-max-iter N]
+                                 [--suite all|three-layer|two-layer] [--only NAME] [--out FILE]
 """
 
 from __future__ import annotations
@@ -46,8 +47,8 @@ def train(net, X, y, steps, lr=1e-2):
     return net
 
 
-def programs(quick: bool, depth: int = 3):
-    """(name, program, changed_program) triples."""
+def programs(quick: bool, depth: int = 3, only=None):
+    """(name, program, changed_program, gates) for the programs whose name contains ``only``."""
     out = []
     sets = [(name, load_uci(name)) for name in UCI_SETS]
     for name, ds in sets:
@@ -62,6 +63,8 @@ def programs(quick: bool, depth: int = 3):
             y = torch.relu(X @ w) - 0.5 * torch.relu(-X @ w) + 0.1 * torch.randn(n, generator=g, dtype=torch.float64)
             out.append((f"synthetic n={n} d={d}", X, y, 100))
     for name, X, y, steps in out:
+        if only is not None and only not in name:
+            continue
         torch.manual_seed(0)
         net = ParallelReLU(X.shape[1], M if depth == 3 else 1, K, depth=depth, bias=True).double()
         train(net, X, y, steps)
@@ -133,8 +136,9 @@ def run(args):
     limit = args.limit
     osqp_opts = {} if args.osqp_max_iter is None else {"max_iter": args.osqp_max_iter}
     suites = [("three-layer", 3)] + ([] if args.quick else [("two-layer", 2)])
+    suites = [s for s in suites if args.suite in ("all", s[0])]
     for suite, depth in suites:
-        for name, prog, changed, gates in programs(args.quick, depth):
+        for name, prog, changed, gates in programs(args.quick, depth, args.only):
             if depth == 2:
                 prog = two_sided(prog)
                 changed = two_sided(changed)
@@ -211,6 +215,8 @@ def main():
     ap.add_argument("--repeats", type=int, default=3, help="interleaved repeats (n < 1000)")
     ap.add_argument("--limit", type=float, default=600.0, help="time limit per solve, seconds")
     ap.add_argument("--osqp-max-iter", type=int, default=None, help="max_iter of the osqp solves (default: the backend's)")
+    ap.add_argument("--suite", default="all", choices=["all", "three-layer", "two-layer"])
+    ap.add_argument("--only", default=None, help="only the programs whose name contains this")
     ap.add_argument("--out", default=None, help="also write the table to this file")
     args = ap.parse_args()
     header = ("| suite | program | n | d' | P | " + " | ".join(COLUMNS) + " |\n"

@@ -133,6 +133,20 @@ def test_warm_start_from_network(depth):
     _check_optimal(prog, warm, reference_optimum(X, y, prog.patterns, prog.beta))
 
 
+def test_warm_start_from_a_q_tensor():
+    """The hybrid loop hands the network's own Q (a tensor of the program's shape); a perturbed
+    copy of another program's optimum must still lead to this program's optimum."""
+    prog, net = _program(seed=12)
+    X, y = _data(24, 3, 12)
+    other = solve(RestrictedProgram(X, 0.5 * y, prog.patterns, prog.beta), solver="clarabel")
+    warm = solve(prog, solver="osqp", warm_start=other.Q * 1.3)
+    _check_optimal(prog, warm, reference_optimum(X, y, prog.patterns, prog.beta))
+    with pytest.raises(ValueError, match="shape"):
+        solve(prog, solver="osqp", warm_start=torch.zeros(2, 2))
+    with pytest.raises(ValueError, match="NaN"):
+        solve(prog, solver="osqp", warm_start=torch.full(tuple(prog.shape), float("nan")))
+
+
 def test_time_and_iteration_limits_are_not_optimal():
     prog, _ = _program(seed=10)
     for kwargs, status in (({"time_limit": 1e-9}, SolveStatus.TIME_LIMIT),

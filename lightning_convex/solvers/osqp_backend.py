@@ -48,14 +48,16 @@ exactness comes from a small smooth problem on the identified face.
 Stopping rule: ``OPTIMAL`` iff the certified relative gap (F(q) - g(c v)) / F(q) <= ``tol`` and
 the largest cone-row violation max(0, -min G q) <= ``feas_tol`` * max(1, max|y|) (iterates of
 steps 2-5 satisfy the rows to rounding, ~1e-15). Otherwise the best feasible point comes back
-with ``TIME_LIMIT`` / ``ITERATION_LIMIT`` (``max_iter`` counts OSQP rounds, Newton steps and
-active-set cycles), the mapped status of an inner OSQP failure (``STATUS_MAP``) when one stopped
+with ``TIME_LIMIT`` / ``ITERATION_LIMIT`` (``max_iter`` counts outer iterations: the stage-A
+run and each face solve of the active-set cycles; the Newton steps of one face are capped at 60, since their number
+is the number of rows met on the way and varies 10x with the start), the mapped status of an inner OSQP failure (``STATUS_MAP``) when one stopped
 progress, or ``INACCURATE`` when the active-set updates stall with the gap open. The objective,
 residual and violation of the returned Solution are recomputed from Q by the program.
 
 Warm starts: a :class:`Solution` (patterns matched with ``PatternSet.index_in``, unmatched ones
-start at zero) or the ``ParallelReLU`` the patterns came from (q_kj = w3_k w2_kj W1_k[:, j]).
-Patterns whose rows the mapped point violates start at zero; a warm start skips step 1.
+start at zero), the ``ParallelReLU`` the patterns came from (q_kj = w3_k w2_kj W1_k[:, j]) or a
+convex variable Q. Patterns whose rows the mapped point violates start at zero; step 1 then runs
+from that point (up to ``warm_irls_rounds`` rounds, stopping when a round gains < 1e-4 relative).
 
 References: B. Stellato, G. Banjac, P. Goulart, A. Bemporad, S. Boyd, "OSQP: an operator splitting
 solver for quadratic programs", Math. Prog. Comp. 12 (2020); I. Daubechies, R. DeVore, M. Fornasier,
@@ -75,6 +77,7 @@ from typing import Optional
 import numpy as np
 import scipy.linalg as sla
 import scipy.sparse as sp
+import torch
 from scipy.optimize import nnls
 
 from ..program import RestrictedProgram
@@ -219,7 +222,7 @@ def _q_from_network(program: RestrictedProgram, net) -> np.ndarray:
     from ..patterns import patterns_of
 
     if not isinstance(net, ParallelReLU):
-        raise TypeError(f"warm_start must be a Solution or a ParallelReLU, got {type(net).__name__}")
+        raise TypeError(f"warm_start must be a Solution, a ParallelReLU or a Q array, got {type(net).__name__}")
     expected = (program.in_features, program.m, program.depth, program.bias)
     actual = (net.in_features, net.hidden, net.depth, net.bias)
     if expected != actual:
@@ -239,6 +242,16 @@ def _q_from_network(program: RestrictedProgram, net) -> np.ndarray:
         if p >= 0:
             Q[p] += Qk[k]  # branches sharing a pattern add up inside the same convex cone
     return Q.reshape(-1)
+
+
+def _q_from_array(program: RestrictedProgram, Q) -> np.ndarray:
+    """A convex variable given directly (the hybrid loop's Q of the network on its own set)."""
+    Q = Q.detach().double().cpu().numpy() if isinstance(Q, torch.Tensor) else np.asarray(Q, dtype=float)
+    if Q.shape != tuple(program.shape):
+        raise ValueError(f"warm_start Q has shape {Q.shape}, the program's variable is {tuple(program.shape)}")
+    if not np.all(np.isfinite(Q)):
+        raise ValueError("warm_start Q has NaN or inf entries")
+    return Q.reshape(-1).copy()
 
 
 def _q_from_solution(program: RestrictedProgram, sol: Solution) -> np.ndarray:
@@ -593,7 +606,7 @@ class _StageB:
         q, S, E, blocks = self.onto_face(q, S, E)
         f = pb.F(q)
         for _ in range(max_steps):
-            limits.tick()
+            limits.check_time()
             if not blocks:
                 return q, S, E
             cols = np.concatenate([c for _, c, _ in blocks])
@@ -671,9 +684,13 @@ class _Limits:
         self.count = 0
 
     def tick(self):
+        """One outer iteration (a stage-A run or an active-set cycle)."""
         self.count += 1
         if self.count > self.max_iter:
             raise _Limit(SolveStatus.ITERATION_LIMIT)
+        self.check_time()
+
+    def check_time(self):
         if time.perf_counter() > self.deadline:
             raise _Limit(SolveStatus.TIME_LIMIT)
 
@@ -689,9 +706,11 @@ def solve_osqp(program: RestrictedProgram, tol: float = 1e-8, time_limit: float 
     Args:
         tol: relative duality gap of the certificate that declares ``OPTIMAL``.
         time_limit: seconds; past it the best feasible point returns with ``TIME_LIMIT``.
-        max_iter: outer iterations (OSQP rounds plus Newton steps); past it ``ITERATION_LIMIT``.
+        max_iter: outer iterations (the stage-A run plus one per face solve); past it
+            ``ITERATION_LIMIT``.
         warm_start: a :class:`Solution` (patterns matched with ``PatternSet.index_in``; patterns
-            not found start at zero) or the ``ParallelReLU`` the patterns came from.
+            not found start at zero), the ``ParallelReLU`` the patterns came from, or a convex
+            variable Q of the program's shape (P, m, d'), tensor or array.
         eps: OSQP's absolute/relative tolerance for the stage-A QPs (they only identify the face).
         feas_tol: largest cone-row violation accepted, in units of max(1, max|y|).
     """
@@ -709,6 +728,8 @@ def solve_osqp(program: RestrictedProgram, tol: float = 1e-8, time_limit: float 
         q_init = None
     elif isinstance(warm_start, Solution):
         q_init = _q_from_solution(program, warm_start)
+    elif isinstance(warm_start, (torch.Tensor, np.ndarray)):
+        q_init = _q_from_array(program, warm_start)
     else:
         q_init = _q_from_network(program, warm_start)
 
@@ -784,6 +805,7 @@ def _run(pb: _Problem, q, tol, eps, feas_abs, deadline, max_iter, verbose, irls_
         q, E = _project_feasible(pb, q, S)
         E |= stageB.tight_rows(q, S, rel=1e-10)
         while True:
+            limits.tick()
             q, S, E = stageB.solve_face(q, S, E, limits)
             v = pb.y - pb.A @ q
             mu, eq_res = _fit_multipliers(pb, q, S, E, v)
@@ -796,7 +818,6 @@ def _run(pb: _Problem, q, tol, eps, feas_abs, deadline, max_iter, verbose, irls_
                 status = SolveStatus.OPTIMAL
                 break
             cycles += 1
-            limits.tick()
             # active-set updates that no longer lower F are thrashing: stop (inaccurate)
             if best_cycle_f is None or F < best_cycle_f * (1 - 1e-14):
                 best_cycle_f, idle = F, 0
