@@ -125,6 +125,51 @@ def test_warm_start_from_solution_of_a_changed_set():
     _check_optimal(prog2, warm, ref)
 
 
+def test_warm_start_after_sgd_steps_maps_nearest_patterns():
+    """After a few Adam steps every pattern differs in some rows (none is found unchanged): the
+    warm start maps each old Q to its nearest pattern, projects it, and must still reach the
+    new program's optimum."""
+    X, y = _data(40, 3, 13)
+    net = _net(3, 4, 3, 3, True, 13)
+    opt = torch.optim.Adam(net.parameters(), lr=1e-2)
+
+    def steps(k):
+        for _ in range(k):
+            opt.zero_grad()
+            (0.5 * (net(X) - y).square().sum() + 0.1 * net.regularizer()).backward()
+            opt.step()
+
+    steps(100)
+    prog1 = RestrictedProgram(X, y, patterns_of(net, X), 0.1)
+    steps(3)
+    prog2 = RestrictedProgram(X, y, patterns_of(net, X), 0.1)
+    assert prog2.patterns.key() != prog1.patterns.key()
+    sol1 = solve(prog1, solver="clarabel")
+    warm = solve(prog2, solver="osqp", warm_start=sol1)
+    _check_optimal(prog2, warm, reference_optimum(X, y, prog2.patterns, 0.1))
+    assert warm.info.get("direct_warm") == "optimal"  # reached from the mapped point, not cold
+
+
+def test_checked_nnls_is_optimal():
+    """The NNLS behind projections and multipliers: KKT-optimal and equal to scipy's BVLS, on
+    cone projections shaped like the warm-start ones (more rows than dimensions)."""
+    from scipy.optimize import lsq_linear
+
+    from lightning_convex.solvers.osqp_backend import nnls
+
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        M = rng.standard_normal((20, 150)) * (rng.random(150) < 0.5)
+        b = rng.standard_normal(20)
+        x, rn = nnls(M, b)
+        ref = lsq_linear(M, b, bounds=(0, np.inf), method="bvls", tol=1e-13)
+        assert np.all(x >= 0)
+        assert abs(rn - np.linalg.norm(M @ x - b)) <= 1e-9
+        assert rn <= np.linalg.norm(M @ ref.x - b) + 1e-9
+        w = M.T @ (b - M @ x)
+        assert w.max() <= 1e-6 and np.abs(w[x > 0]).max(initial=0.0) <= 1e-6
+
+
 @pytest.mark.parametrize("depth", [3, 2])
 def test_warm_start_from_network(depth):
     prog, net = _program(depth=depth, K=5 if depth == 2 else 4, seed=9)
