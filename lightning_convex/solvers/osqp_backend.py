@@ -54,10 +54,21 @@ is the number of rows met on the way and varies 10x with the start), the mapped 
 progress, or ``INACCURATE`` when the active-set updates stall with the gap open. The objective,
 residual and violation of the returned Solution are recomputed from Q by the program.
 
-Warm starts: a :class:`Solution` (patterns matched with ``PatternSet.index_in``, unmatched ones
-start at zero), the ``ParallelReLU`` the patterns came from (q_kj = w3_k w2_kj W1_k[:, j]) or a
-convex variable Q. Patterns whose rows the mapped point violates start at zero; step 1 then runs
-from that point (up to ``warm_irls_rounds`` rounds, stopping when a round gains < 1e-4 relative).
+Warm starts: a :class:`Solution`, the ``ParallelReLU`` the patterns came from (q_kj = w3_k w2_kj
+W1_k[:, j]) or a convex variable Q. A Solution's patterns are matched exactly where they are
+unchanged, otherwise to the nearest unused old pattern (fewest differing D1/D2 entries, signs equal
+on the neurons its Q uses): a few SGD steps change every pattern in some rows, and exact matching
+alone kept none on the benchmark's programs. Each pattern's Q is then projected onto its new cone
+(step 2's NNLS; a pattern whose projection fails starts at zero). When the projected point's F is
+within ``WARM_GATE`` x the old objective, the active-set cycles (steps 3-5) start from it directly,
+for at most ``DIRECT_WARM_ITERS`` face solves and the old solve's own time; if that does not
+certify, a cold solve follows, so a warm call costs at most about one cold solve more than a cold
+one. A network or Q (feasible, far from optimal) runs step 1 from that point instead (up to
+``warm_irls_rounds`` rounds, stopping when a round gains < 1e-4 relative).
+
+NNLS: scipy's Lawson-Hanson can return a non-optimal point with a wrong residual norm and no
+warning (scipy issue #25389; met here on a warm-start projection), so every NNLS result is checked
+against its KKT conditions and redone with ``lsq_linear``'s BVLS when it fails them.
 
 References: B. Stellato, G. Banjac, P. Goulart, A. Bemporad, S. Boyd, "OSQP: an operator splitting
 solver for quadratic programs", Math. Prog. Comp. 12 (2020); I. Daubechies, R. DeVore, M. Fornasier,
