@@ -357,6 +357,18 @@ def active_set_solve(
         if warning and warn:
             warnings.warn(message, stacklevel=3)
 
+    def settled(verdict: str, over: PatternSet) -> bool:
+        """Record a final verdict; True when the rounds stop. "converged": already optimal over
+        a set that holds the network's own patterns, a fixed point; "inconsistent": the solve
+        claims a worse optimum than the network (which is feasible for it)."""
+        if verdict == "converged":
+            result.converged, result.stop_reason, result.patterns = True, "converged", over
+            return True
+        if verdict == "inconsistent":
+            result.stop_reason = "worse"
+            return True
+        return False
+
     def attempt(patterns: PatternSet, warm: torch.Tensor):
         """(optimal solution or None, last solution): one solve, and on a non-optimal status up to
         ``retries`` more at 10x looser tolerances. Measured: Clarabel stops "AlmostSolved" at
@@ -435,14 +447,7 @@ def active_set_solve(
                  f"over {len(patterns)} patterns; the network is left as it was (J = {J:.10g})",
                  warning=True)
             break
-        verdict = judge(solution, J, round_index)
-        if verdict == "converged":
-            # already optimal over this set, which holds the network's own patterns: a fixed point
-            result.converged, result.stop_reason = True, "converged"
-            result.patterns = patterns
-            break
-        if verdict == "inconsistent":
-            result.stop_reason = "worse"
+        if settled(judge(solution, J, round_index), patterns):
             break
         used = patterns
         nonzero = int(solution.active_patterns().sum())
@@ -463,13 +468,7 @@ def active_set_solve(
                     note(f"round {round_index + 1}: the {raw.solver} solve ended with status "
                          f"{raw.status}; the network is left as it was (J = {J:.10g})", warning=True)
                     break
-                verdict = judge(solution, J, round_index)
-                if verdict == "converged":
-                    result.converged, result.stop_reason = True, "converged"
-                    result.patterns = own
-                    break
-                if verdict == "inconsistent":
-                    result.stop_reason = "worse"
+                if settled(judge(solution, J, round_index), own):
                     break
         candidate, J_candidate = rebuild(solution)
         if not J_candidate < J:

@@ -40,7 +40,7 @@ def choose_solver(program: RestrictedProgram) -> str:
     reaches the same optimum but cold it was 7-62x slower than CVXPY+Clarabel on every UCI
     program (about 4e3 cone rows), faster than Clarabel on one larger program only (n = 500,
     d = 10, 4e4 rows: 9.4 s vs 13.5 s) and 11x slower on n = 500, d = 30 (same rows). Its warm
-    starts from a changed set's solution were 1.3-13x faster than its cold solves on five of six
+    starts from a changed set's solution were 1.3-13x faster than its cold solves on all six
     UCI programs (faster than Clarabel on one of them only).
     No size rule is supported by that, so ask for ``solver="osqp"`` (or ``"torch"``) by name.
     """
