@@ -37,12 +37,13 @@ def choose_solver(program: RestrictedProgram) -> str:
     """The backend ``solver="auto"`` uses: Clarabel, the exact interior-point reference.
 
     The rule comes from ``benchmarks/solvers.py`` (BENCHMARKS.md, "Restricted solves"): "osqp"
-    reaches the same optimum but cold it was 7-62x slower than CVXPY+Clarabel on every UCI
-    program (about 4e3 cone rows), faster than Clarabel on one larger program only (n = 500,
-    d = 10, 4e4 rows: 9.4 s vs 13.5 s) and 11x slower on n = 500, d = 30 (same rows). Its warm
-    starts from a changed set's solution were 1.3-13x faster than its cold solves on all six
-    UCI programs (faster than Clarabel on one of them only).
-    No size rule is supported by that, so ask for ``solver="osqp"`` (or ``"torch"``) by name.
+    reaches the same optimum but cold it was 6-59x slower than CVXPY+Clarabel on every UCI
+    program (about 4e3 cone rows) and 11x slower on synthetic n = 500, d = 30; it was faster on
+    the two synthetic d = 10 programs (n = 500: 8.6 s vs Clarabel 12 s; n = 2000: 21 s vs
+    Clarabel 27 s and CVXPY+Clarabel 109 s). Its warm starts from a changed set's solution were
+    1.3-12x faster than its cold solves on all six UCI programs (faster than CVXPY+Clarabel on
+    one).
+    Two programs support no size rule, so ask for ``solver="osqp"`` (or ``"torch"``) by name.
     """
     return "clarabel"
 
