@@ -38,7 +38,7 @@ def choose_solver(program: RestrictedProgram) -> str:
 
     The rule comes from ``benchmarks/solvers.py`` (BENCHMARKS.md, "Restricted solves"): "osqp"
     reaches the same optimum but cold it was 6-59x slower than CVXPY+Clarabel on every UCI
-    program (about 4e3 cone rows) and 11x slower on synthetic n = 500, d = 30; it was faster on
+    program (about 4e3 cone rows) and 10x slower on synthetic n = 500, d = 30; it was faster on
     the two synthetic d = 10 programs (n = 500: 8.6 s vs Clarabel 12 s; n = 2000: 21 s vs
     Clarabel 27 s and CVXPY+Clarabel 109 s). Its warm starts from a changed set's solution were
     1.3-12x faster than its cold solves on all six UCI programs (faster than CVXPY+Clarabel on
