@@ -72,6 +72,8 @@ def programs(quick: bool, depth: int = 3, only=None):
         gates = net.W1.detach()[:, :, 0].T.numpy().copy()  # depth 2: the neurons' u_k, (d', K)
         train(net, X, y, 5)  # a few more steps: the pattern set changes slightly
         changed = RestrictedProgram(X, y, patterns_of(net, X), BETA)
+        kept = sum(k >= 0 for k in changed.patterns.index_in(prog.patterns))
+        print(f"# {name}: {kept} of {changed.P} patterns unchanged after the 5 extra steps", flush=True)
         yield name, prog, changed, gates
 
 

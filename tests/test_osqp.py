@@ -37,6 +37,17 @@ def _program(n=24, d=3, K=4, m=3, depth=3, bias=True, beta=0.1, seed=0, rank=Non
     return RestrictedProgram(X, y, patterns_of(net, X), beta), net
 
 
+def _adam(net, X, y, steps, opt=None, beta=0.1):
+    """Adam steps on J (sum form, path norm), as benchmarks/solvers.py trains; returns the optimizer
+    so that a caller can take more steps with the same state."""
+    opt = torch.optim.Adam(net.parameters(), lr=1e-2) if opt is None else opt
+    for _ in range(steps):
+        opt.zero_grad()
+        (0.5 * (net(X) - y).square().sum() + beta * net.regularizer()).backward()
+        opt.step()
+    return opt
+
+
 def _close(a, b, rtol=RTOL):
     return abs(a - b) <= rtol * max(abs(b), 1e-12)
 
@@ -131,17 +142,9 @@ def test_warm_start_after_sgd_steps_maps_nearest_patterns():
     new program's optimum."""
     X, y = _data(40, 3, 13)
     net = _net(3, 4, 3, 3, True, 13)
-    opt = torch.optim.Adam(net.parameters(), lr=1e-2)
-
-    def steps(k):
-        for _ in range(k):
-            opt.zero_grad()
-            (0.5 * (net(X) - y).square().sum() + 0.1 * net.regularizer()).backward()
-            opt.step()
-
-    steps(100)
+    opt = _adam(net, X, y, 100)
     prog1 = RestrictedProgram(X, y, patterns_of(net, X), 0.1)
-    steps(3)
+    _adam(net, X, y, 3, opt)
     prog2 = RestrictedProgram(X, y, patterns_of(net, X), 0.1)
     assert prog2.patterns.key() != prog1.patterns.key()
     sol1 = solve(prog1, solver="clarabel")
@@ -238,11 +241,7 @@ def test_uci_changed_program_reaches_the_optimum():
     ds = load_uci("fertility")
     X, y = ds.X_train.double(), ds.y_train.double()
     net = _net(X.shape[1], 10, 7, 3, True, 0)
-    opt = torch.optim.Adam(net.parameters(), lr=1e-2)
-    for _ in range(205):
-        opt.zero_grad()
-        (0.5 * (net(X) - y).square().sum() + 0.1 * net.regularizer()).backward()
-        opt.step()
+    _adam(net, X, y, 205)
     prog = RestrictedProgram(X, y, patterns_of(net, X), 0.1)
     _check_optimal(prog, solve(prog, solver="osqp"), solve(prog, solver="clarabel", tol=1e-10).objective)
 
@@ -259,10 +258,6 @@ def test_synthetic_n2000_program_reaches_the_optimum():
     y = torch.relu(X @ w) - 0.5 * torch.relu(-X @ w) + 0.1 * torch.randn(2000, generator=g, dtype=torch.float64)
     torch.manual_seed(0)
     net = ParallelReLU(10, 7, 10, depth=3, bias=True).double()
-    opt = torch.optim.Adam(net.parameters(), lr=1e-2)
-    for _ in range(100):
-        opt.zero_grad()
-        (0.5 * (net(X) - y).square().sum() + 0.1 * net.regularizer()).backward()
-        opt.step()
+    _adam(net, X, y, 100)
     prog = RestrictedProgram(X, y, patterns_of(net, X), 0.1)
     _check_optimal(prog, solve(prog, solver="osqp"), solve(prog, solver="clarabel", tol=1e-10).objective)

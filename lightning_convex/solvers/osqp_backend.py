@@ -49,10 +49,11 @@ Stopping rule: ``OPTIMAL`` iff the certified relative gap (F(q) - g(c v)) / F(q)
 the largest cone-row violation max(0, -min G q) <= ``feas_tol`` * max(1, max|y|) (iterates of
 steps 2-5 satisfy the rows to rounding, ~1e-15). Otherwise the best feasible point comes back
 with ``TIME_LIMIT`` / ``ITERATION_LIMIT`` (``max_iter`` counts outer iterations: the stage-A
-run and each face solve of the active-set cycles; the Newton steps of one face are capped at 60, since their number
-is the number of rows met on the way and varies 10x with the start), the mapped status of an inner OSQP failure (``STATUS_MAP``) when one stopped
-progress, or ``INACCURATE`` when the active-set updates stall with the gap open. The objective,
-residual and violation of the returned Solution are recomputed from Q by the program.
+run and each face solve of the active-set cycles; the Newton steps of one face, one per row met
+on the way, are capped at 60 instead), the mapped status of an inner OSQP failure
+(``STATUS_MAP``) when one stopped progress, or ``INACCURATE`` when the active-set updates stall
+with the gap open. The objective, residual and violation of the returned Solution are recomputed
+from Q by the program.
 
 Warm starts: a :class:`Solution`, the ``ParallelReLU`` the patterns came from (q_kj = w3_k w2_kj
 W1_k[:, j]) or a convex variable Q. A Solution's patterns are matched exactly where they are
@@ -139,8 +140,8 @@ def nnls(M: np.ndarray, b: np.ndarray, maxiter=None):
     if x is not None and np.all(np.isfinite(x)):
         r = b - M @ x
         w = M.T @ r  # the negative gradient: <= 0 where x = 0, = 0 where x > 0
-        tol = 1e-9 * max(float(np.abs(M).max(initial=0.0)) * max(float(np.linalg.norm(b)), 1e-300), 1e-300)
-        if float(np.max(np.where(x > 0, np.abs(w), w), initial=-np.inf)) <= tol * 1e3:
+        tol = 1e-6 * float(np.abs(M).max(initial=0.0)) * float(np.linalg.norm(b))
+        if float(np.max(np.where(x > 0, np.abs(w), w), initial=-np.inf)) <= tol:
             return x, float(np.linalg.norm(r))
     x = lsq_linear(M, b, bounds=(0.0, np.inf), method="bvls", tol=1e-13).x
     return x, float(np.linalg.norm(b - M @ x))
@@ -262,7 +263,8 @@ def _q_from_network(program: RestrictedProgram, net) -> np.ndarray:
     from ..patterns import patterns_of
 
     if not isinstance(net, ParallelReLU):
-        raise TypeError(f"warm_start must be a Solution, a ParallelReLU or a Q array, got {type(net).__name__}")
+        raise TypeError(
+            f"warm_start must be a Solution, a ParallelReLU or a Q array, got {type(net).__name__}")
     expected = (program.in_features, program.m, program.depth, program.bias)
     actual = (net.in_features, net.hidden, net.depth, net.bias)
     if expected != actual:
@@ -286,9 +288,12 @@ def _q_from_network(program: RestrictedProgram, net) -> np.ndarray:
 
 def _q_from_array(program: RestrictedProgram, Q) -> np.ndarray:
     """A convex variable given directly (the hybrid loop's Q of the network on its own set)."""
-    Q = Q.detach().double().cpu().numpy() if isinstance(Q, torch.Tensor) else np.asarray(Q, dtype=float)
+    if isinstance(Q, torch.Tensor):
+        Q = Q.detach().double().cpu().numpy()
+    Q = np.asarray(Q, dtype=float)
     if Q.shape != tuple(program.shape):
-        raise ValueError(f"warm_start Q has shape {Q.shape}, the program's variable is {tuple(program.shape)}")
+        raise ValueError(
+            f"warm_start Q has shape {Q.shape}, the program's variable is {tuple(program.shape)}")
     if not np.all(np.isfinite(Q)):
         raise ValueError("warm_start Q has NaN or inf entries")
     return Q.reshape(-1).copy()
@@ -298,9 +303,9 @@ def _q_from_solution(program: RestrictedProgram, sol: Solution) -> np.ndarray:
     """The old solution's Q on this program's patterns.
 
     A pattern found unchanged takes its Q. After a few SGD steps every pattern usually differs
-    in some rows (the benchmark's changed programs kept 0 of 10 exactly), so an unmatched
-    pattern takes the Q of the nearest unused old pattern (fewest differing D1/D2 entries) whose
-    signs agree on the neurons that Q uses; the caller projects it onto its new cone.
+    in some rows (``benchmarks/solvers.py`` prints how many its changed programs keep), so an
+    unmatched pattern takes the Q of the nearest unused old pattern (fewest differing D1/D2
+    entries) whose signs agree on the neurons that Q uses; the caller projects it onto its cone.
     """
     old = sol.program
     if (old.n, old.d, old.m, old.depth) != (program.n, program.d, program.m, program.depth):
@@ -849,9 +854,8 @@ def _solve(program, q_init, tol, eps, feas_tol, start, deadline, max_iter, verbo
                   and pb.F(q) <= WARM_GATE * float(warm_start.objective))
         if direct:
             # a solution of a slightly changed set, projected, sits near the new optimum's face:
-            # the active-set cycles from it directly (measured on the benchmark's UCI programs:
-            # 1.1-2x faster than cold where it converged), a bounded number of face solves
-            # budget: the old solve's time, so a failed attempt costs at most about a cold solve
+            # the active-set cycles from it directly (BENCHMARKS.md, "osqp warm"), within a
+            # budget of the old solve's time, so a failed attempt costs about one cold solve
             budget = WARM_BUDGET * max(float(warm_start.seconds), 0.05)
             status, q, mu, extra = _run(pb, q, tol, eps, feas_abs,
                                         min(deadline, time.perf_counter() + budget),
@@ -898,8 +902,7 @@ def _run(pb: _Problem, q, tol, eps, feas_abs, deadline, max_iter, verbose, irls_
     joint_stats = {"qp_solves": 0, "osqp_iterations": 0}
     mu_irls = None
     last_f = None
-    best = None
-    best_cycle_f, idle = None, 0
+    best, idle = None, 0
     try:
         if irls_rounds > 0:
             limits.tick()
@@ -924,6 +927,8 @@ def _run(pb: _Problem, q, tol, eps, feas_abs, deadline, max_iter, verbose, irls_
             v = pb.y - pb.A @ q
             mu, eq_res = _fit_multipliers(pb, q, S, E, v)
             F, dual, gap, bound = _certificate(pb, q, mu)
+            # "improved" drives the stop on thrashing; best is what a stopped run returns
+            improved = best is None or F < best[0] * (1 - 1e-14)
             if best is None or F < best[0]:
                 best = (F, q, mu, gap)
             if verbose:
@@ -935,8 +940,8 @@ def _run(pb: _Problem, q, tol, eps, feas_abs, deadline, max_iter, verbose, irls_
                 break
             cycles += 1
             # active-set updates that no longer lower F are thrashing: stop (inaccurate)
-            if best_cycle_f is None or F < best_cycle_f * (1 - 1e-14):
-                best_cycle_f, idle = F, 0
+            if improved:
+                idle = 0
             else:
                 idle += 1
                 if idle > 10:
