@@ -6,10 +6,11 @@ Networks via Convex Programs" (ICML 2021); the symbols follow the project's MATH
 
 from . import data
 from .active_set import ActiveSetResult, active_set_solve
-from .certificate import Certificate, certify
+from .certificates import Certificate, certify
 from .model import ParallelReLU
 from .objective import objective, predict
-from .patterns import PatternSet, concatenate, patterns_of, sample_patterns, union
+from .patterns import PatternSet, concatenate, enumerate_patterns, patterns_of, sample_patterns, union
+from .rows import Rows
 from .program import RestrictedProgram
 from .regressor import ParallelReLURegressor
 from .reconstruct import branch_weights, load_solution_, to_network
@@ -25,6 +26,7 @@ __all__ = [
     "ParallelReLURegressor",
     "PatternSet",
     "RestrictedProgram",
+    "Rows",
     "Solution",
     "SolveStatus",
     "active_set_solve",
@@ -32,6 +34,7 @@ __all__ = [
     "branch_weights",
     "certify",
     "concatenate",
+    "enumerate_patterns",
     "load_solution_",
     "objective",
     "patterns_of",

@@ -7,10 +7,12 @@ what is wrong with it, so that bad input never reaches a solver or a network.
 from __future__ import annotations
 
 import math
+from typing import Optional
 
 import torch
 
 REGULARIZATIONS = ("path", "paper")
+DEPTHS = (2, 3)
 
 
 def as_matrix(X, name: str = "X", device=None, dtype=None) -> torch.Tensor:
@@ -59,6 +61,48 @@ def check_beta(beta) -> float:
     if not math.isfinite(value) or value <= 0:
         raise ValueError(f"beta must be a positive finite number, got {beta!r}")
     return value
+
+
+def check_int(name: str, value, minimum: int = 0, optional: bool = False) -> Optional[int]:
+    """``value`` as an int >= ``minimum`` (``None`` passes when ``optional``); bools are refused."""
+    if value is None and optional:
+        return None
+    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+        what = "a non-negative integer" if minimum == 0 else f"an integer >= {minimum}"
+        if optional:
+            what = f"None or {what}"
+        raise ValueError(f"{name} must be {what}, got {value!r}")
+    return value
+
+
+def check_number(name: str, value, low: float = 0.0, high: float = math.inf, *,
+                 low_open: bool = True, high_open: bool = True, allow_inf: bool = False) -> float:
+    """``value`` as a float in the interval from ``low`` to ``high`` (open ends by default).
+
+    Bools and NaN are refused; ``allow_inf`` admits +inf as the upper end (an unset limit).
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"{name} must be a number, got {value!r}")
+    value = float(value)
+    if math.isnan(value) or (math.isinf(value) and not (allow_inf and value > 0)):
+        raise ValueError(f"{name} must be a finite number, got {value!r}")
+    below = value <= low if low_open else value < low
+    above = value >= high if high_open and not math.isinf(value) else value > high
+    if below or above:
+        left, right = ("(" if low_open else "["), (")" if high_open else "]")
+        raise ValueError(f"{name} must lie in {left}{low:g}, {high:g}{right}, got {value!r}")
+    return value
+
+
+def check_architecture(depth, hidden) -> None:
+    """A depth of 2 or 3, and one neuron per branch at depth 2."""
+    if depth not in DEPTHS:
+        raise ValueError(f"depth must be 2 or 3, got {depth!r}")
+    if depth == 2 and hidden != 1:
+        raise ValueError(
+            f"depth=2 has one neuron per branch (f = sum_k w3_k relu(X u_k)); pass hidden=1 "
+            f"and branches=K for K neurons, got hidden={hidden}"
+        )
 
 
 def check_regularization(regularization: str) -> str:

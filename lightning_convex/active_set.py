@@ -4,7 +4,7 @@ Remark 3 of the paper reads SGD as an active-set method on the convex program of
 section 3; :func:`active_set_solve` makes that explicit. One round, for a network theta with
 objective J(theta) (MATH.md section 1, sum form) on data (X, y):
 
-1. read the network's own pattern set S(theta) = ``patterns_of(net, X)`` (duplicates and patterns
+1. read the network's own pattern set S(theta) = ``patterns_of(net, rows)`` (duplicates and patterns
    with an empty prediction mask removed); in the first round only, add ``extra_patterns``
    sampled patterns (Remark 3) and the violating patterns of a certificate search (``search``);
 2. solve the restricted program over S, warm-started from the network's own convex variable
@@ -56,14 +56,16 @@ from typing import List, Optional
 
 import torch
 
-from ._checks import as_matrix, as_targets, check_beta
-from .model import ParallelReLU
+from ._checks import check_beta, check_int
+from .certificates import certify
+from .mapping import branch_path_norms, branch_variables, rebuild_branches
+from .model import ParallelReLU, branch_outputs, network_rows
 from .objective import objective, predict
-from .patterns import PatternSet, patterns_of, sample_patterns, union
+from .patterns import PatternSet, draw_branches, patterns_of, sample_patterns, union
 from .program import RestrictedProgram
-from .reconstruct import load_solution_
+from .reconstruct import load_solution_, network_variable
 from .solution import Solution
-from .solvers import solve
+from .solvers import backend, choose_solver, solve
 
 SPARE_POLICIES = ("zero", "reseed")
 #: A solver objective above (1 + this) J(theta) over a set holding the network's own patterns
@@ -137,46 +139,11 @@ class ActiveSetResult:
         )
 
 
-def certify_function():
-    """``lightning_convex.certify``, or a clear error when this installation has none."""
-    import lightning_convex
-
-    fn = getattr(lightning_convex, "certify", None)
-    if fn is None:
-        raise ValueError(
-            "search requires lightning_convex.certify (the certificate search that names "
-            "violating patterns), which this installation does not provide; use search=0"
-        )
-    return fn
-
-
-def network_variable(net: ParallelReLU, X: torch.Tensor, patterns: PatternSet) -> torch.Tensor:
-    """The network's convex variable over ``patterns``: Q (P, m, d'), float64.
-
-    Branch k contributes q_kj = w3_k w2_kj W1_k[:, j] to the pattern it lies in (branches sharing
-    a pattern add up, which stays in the cone); branches whose pattern is not in the set (an
-    empty prediction mask, so they only cost regularizer) are left out. The result is feasible and
-    its objective is at most J(theta).
-    """
-    W1 = net.W1.detach().double()
-    w2 = net.second_layer().detach().double()
-    w3 = net.w3.detach().double()
-    q = (w3[:, None, None] * w2[:, :, None]) * W1.transpose(1, 2)  # (K, m, d')
-    index = torch.as_tensor(patterns_of(net, X).index_in(patterns), dtype=torch.long, device=q.device)
-    keep = index >= 0
-    Q = torch.zeros(len(patterns), net.hidden, net.feature_dim, dtype=torch.float64, device=q.device)
-    Q.index_add_(0, index[keep], q[keep])
-    return Q
-
-
 def _run_solver(program: RestrictedProgram, solver: str, warm_start, options: dict) -> Solution:
-    try:
-        return solve(program, solver=solver, warm_start=warm_start, **options)
-    except TypeError as exc:
-        # a backend that does not know warm_start at all: solve cold
-        if "warm_start" not in str(exc):
-            raise
-        return solve(program, solver=solver, **options)
+    name = choose_solver(program)[0] if solver == "auto" else solver
+    if warm_start is not None and backend(name).capabilities.warm_start:
+        options = dict(options, warm_start=warm_start)
+    return solve(program, solver=solver, **options)
 
 
 def _copy_parameters_(dst: ParallelReLU, src: ParallelReLU) -> None:
@@ -191,28 +158,6 @@ def spare_branches(net: ParallelReLU) -> torch.Tensor:
     if net.w2 is not None:
         zero &= (net.w2.detach() == 0).all(dim=1)
     return zero
-
-
-@torch.no_grad()
-def _write_branch_(net: ParallelReLU, k: int, Q: torch.Tensor, s: torch.Tensor, sig: float) -> None:
-    """Branch k := the Proposition-1 branch of Q_p = [q_1 .. q_m] (Q of shape (m, d')) with cone
-    signs s (m,) and output sign sig (MATH.md section 4); its regularizer is t = sum_j ||q_j||."""
-    rho = Q.norm(dim=1)
-    t = float(rho.sum())
-    if net.depth == 2:
-        net.W1[k, :, 0] = (sig * Q[0] / math.sqrt(t)).to(net.W1)
-        net.w3[k] = sig * math.sqrt(t)
-        return
-    pos = rho > 0
-    W1 = torch.zeros_like(Q)
-    W1[pos] = s[pos, None] * Q[pos] / torch.sqrt(rho[pos] * t)[:, None]
-    w2 = s * sig * torch.sqrt(rho / t)
-    w3 = sig * t
-    if net.regularization == "paper":
-        w2, w3 = w2 * math.sqrt(t), w3 / math.sqrt(t)
-    net.W1[k] = W1.T.to(net.W1)
-    net.w2[k] = w2.to(net.w2)
-    net.w3[k] = w3
 
 
 @torch.no_grad()
@@ -231,24 +176,15 @@ def reseed_spare_(net: ParallelReLU, X, y, beta, budget: float, generator=None,
     if not spare or candidates < 1:
         return 0
     beta = check_beta(beta)
-    device = net.W1.device
-    X = as_matrix(X, device=device, dtype=torch.float64)
-    Xf = net.features(X)
-    y = as_targets(y, X.shape[0], device=device, dtype=torch.float64)
-    r = y - predict(net, X)
-    gdev = generator.device if generator is not None else torch.device("cpu")
-    C, m, d = candidates, net.hidden, net.feature_dim
-    W1 = torch.randn(C, d, m, generator=generator, device=gdev, dtype=torch.float64).to(device)
-    pre = torch.einsum("nd,cdm->cnm", Xf, W1)
-    if net.depth == 2:
-        w2 = torch.ones(C, 1, dtype=torch.float64, device=device)
-        out = torch.relu(pre[:, :, 0])
-    else:
-        w2 = torch.randn(C, m, generator=generator, device=gdev, dtype=torch.float64).to(device)
-        out = torch.relu(torch.einsum("cnm,cm->cn", torch.relu(pre), w2))
+    rows = network_rows(net, X, y)
+    r = rows.y - predict(net, rows)
+    W1, w2, _ = draw_branches(candidates, net.feature_dim, net.hidden, net.depth, generator, rows.device,
+                              output_weights=False)
+    ones = torch.ones(candidates, dtype=torch.float64, device=rows.device)
+    out = branch_outputs(rows.features, W1, w2, ones)
     # q_cj = w2_cj W1_c[:, j] (w3 = +1): path norm T_c = sum_j ||q_cj||, unit-path-norm output g_c
-    q = w2[:, :, None] * W1.transpose(1, 2)  # (C, m, d')
-    T = q.norm(dim=2).sum(dim=1)
+    q = branch_variables(W1, w2, ones)  # (C, m, d')
+    T = branch_path_norms(W1, w2, ones)
     usable = (T > 0) & (out.abs().sum(dim=1) > 0)
     g = out / torch.where(T > 0, T, torch.ones_like(T))[:, None]
     written = 0
@@ -274,8 +210,9 @@ def reseed_spare_(net: ParallelReLU, X, y, beta, budget: float, generator=None,
             remaining -= a * t + 0.5 * gg * t * t
         # q_j = w3 w2_j W1_j with w3 = sig t / T; cone signs s_j = sig sign(w2_j) (sign(0) = +1)
         Qk = (sig * t / float(T[best])) * q[best]
-        s = sig * torch.where(w2[best] >= 0, 1.0, -1.0).to(Qk)
-        _write_branch_(net, k, Qk, s, sig)
+        s = sig * (torch.where(w2[best] >= 0, 1.0, -1.0).to(Qk) if w2 is not None else Qk.new_ones(1))
+        net.write_branches_([k], *rebuild_branches(Qk[None], s[None], Qk.new_tensor([sig]), net.depth,
+                                                   net.regularization))
         r = r - sig * t * g[best]
         usable[best] = False
         written += 1
@@ -331,24 +268,18 @@ def active_set_solve(
         raise ValueError(f"spare must be one of {SPARE_POLICIES}, got {spare!r}")
     for name, value in (("extra_patterns", extra_patterns), ("search", search),
                         ("reseed_candidates", reseed_candidates), ("retries", retries)):
-        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-            raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
-    if not isinstance(max_rounds, int) or isinstance(max_rounds, bool) or max_rounds < 1:
-        raise ValueError(f"max_rounds must be a positive integer, got {max_rounds!r}")
+        check_int(name, value)
+    check_int("max_rounds", max_rounds, minimum=1)
     if not (0 <= rtol < 1):
         raise ValueError(f"rtol must be in [0, 1), got {rtol!r}")
     if not (spare_tol >= 0 and math.isfinite(spare_tol)):
         raise ValueError(f"spare_tol must be a non-negative number, got {spare_tol!r}")
-    certify = certify_function() if search > 0 else None
     device = net.W1.device
-    X = as_matrix(X, device=device)
-    if X.shape[1] != net.in_features:
-        raise ValueError(f"X has {X.shape[1]} columns but the network expects {net.in_features}")
-    y = as_targets(y, X.shape[0], device=device)
+    rows = network_rows(net, X, y)  # validated once: everything below reads these rows
     options = dict(solver_options or {})
 
     start = time.perf_counter()
-    J = objective(net, X, y, beta)
+    J = objective(net, rows, beta=beta)
     result = ActiveSetResult(objective_before=J, objective_after=J, objectives=[J])
     seen = set()
 
@@ -373,7 +304,7 @@ def active_set_solve(
         """(optimal solution or None, last solution): one solve, and on a non-optimal status up to
         ``retries`` more at 10x looser tolerances. Measured: Clarabel stops "AlmostSolved" at
         tol 1e-9 on programs it solves at 1e-8 to the same objective (to 1e-10)."""
-        program = RestrictedProgram(X, y, patterns, beta)
+        program = RestrictedProgram(rows, None, patterns, beta)
         tol = options.get("tol", DEFAULT_TOL)
         for attempt_index in range(retries + 1):
             opts = dict(options)
@@ -407,10 +338,10 @@ def active_set_solve(
     def rebuild(solution: Solution):
         candidate = copy.deepcopy(net)
         load_solution_(candidate, solution)
-        return candidate, objective(candidate, X, y, beta)
+        return candidate, objective(candidate, rows, beta=beta)
 
     for round_index in range(max_rounds):
-        own = patterns_of(net, X)
+        own = patterns_of(net, rows)
         own = own.select(~own.is_degenerate()).unique()
         if len(own) == 0:
             # every branch is silent on the data: try the cone of an exactly-zero branch
@@ -419,7 +350,7 @@ def active_set_solve(
             with torch.no_grad():
                 for param in silent.parameters():
                     param.zero_()
-            own = patterns_of(silent, X).select([0])
+            own = patterns_of(silent, rows).select([0])
         key = own.key()
         if key in seen:
             result.converged, result.stop_reason = True, "repeated"
@@ -427,20 +358,20 @@ def active_set_solve(
         seen.add(key)
         result.rounds += 1
         patterns = own
-        if round_index == 0 and (extra_patterns > 0 or certify is not None):
+        if round_index == 0 and (extra_patterns > 0 or search > 0):
             extras = []
             if extra_patterns > 0:
-                extras.append(sample_patterns(X, extra_patterns, net.hidden, generator=generator,
+                extras.append(sample_patterns(rows, extra_patterns, net.hidden, generator=generator,
                                               depth=net.depth, bias=net.bias).to(device))
-            if certify is not None:
-                found = certify(net, X, y, beta, search=search, generator=generator).violating_patterns
+            if search > 0:
+                found = certify(net, rows, None, beta, search=search, generator=generator).violating_patterns
                 if found is not None and len(found):
                     extras.append(found.to(device))
             extras = [e for e in extras if len(e)]
             if extras:
                 patterns = union(own, *extras)
 
-        solution, raw = attempt(patterns, network_variable(net, X, patterns))
+        solution, raw = attempt(patterns, network_variable(net, rows, patterns))
         if solution is None:
             result.stop_reason = "failed"
             note(f"round {round_index + 1}: the {raw.solver} solve ended with status {raw.status} "
@@ -462,7 +393,7 @@ def active_set_solve(
                 note(f"round {round_index + 1}: the K largest patterns do not improve on the "
                      "network; solving over its own patterns")
                 used = own
-                solution, raw = attempt(own, network_variable(net, X, own))
+                solution, raw = attempt(own, network_variable(net, rows, own))
                 if solution is None:
                     result.stop_reason = "failed"
                     note(f"round {round_index + 1}: the {raw.solver} solve ended with status "
@@ -490,9 +421,9 @@ def active_set_solve(
     if spare == "reseed":
         budget = min(spare_tol * J, 0.5 * (result.objective_before - J))
         backup = copy.deepcopy(net)
-        count = reseed_spare_(net, X, y, beta, budget, generator=generator, candidates=reseed_candidates)
+        count = reseed_spare_(net, rows, None, beta, budget, generator=generator, candidates=reseed_candidates)
         if count:
-            J_reseeded = objective(net, X, y, beta)
+            J_reseeded = objective(net, rows, beta=beta)
             if J_reseeded <= max(result.objective_before, J) and J_reseeded <= J + max(budget, 0.0) * 1.001:
                 J = J_reseeded
                 result.reseeded = count

@@ -16,17 +16,14 @@ reconstruction) appends the same column.
 from __future__ import annotations
 
 import math
+from typing import Optional
 
 import torch
 from torch import nn
 
-from ._checks import check_regularization
-
-
-def add_bias_column(X: torch.Tensor) -> torch.Tensor:
-    """X with a constant-1 column appended (the first layer's bias, MATH.md section 1)."""
-    ones = torch.ones(X.shape[0], 1, dtype=X.dtype, device=X.device)
-    return torch.cat([X, ones], dim=1)
+from ._checks import check_architecture, check_int, check_regularization
+from .mapping import branch_path_norms, rebuild_branches
+from .rows import Rows, add_bias_column
 
 
 class ParallelReLU(nn.Module):
@@ -59,15 +56,8 @@ class ParallelReLU(nn.Module):
     ) -> None:
         super().__init__()
         for name, value in (("in_features", in_features), ("hidden", hidden), ("branches", branches)):
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        if depth not in (2, 3):
-            raise ValueError(f"depth must be 2 or 3, got {depth!r}")
-        if depth == 2 and hidden != 1:
-            raise ValueError(
-                f"depth=2 has one neuron per branch (f = sum_k w3_k relu(X u_k)); pass hidden=1 "
-                f"and branches=K for K neurons, got hidden={hidden}"
-            )
+            check_int(name, value, minimum=1)
+        check_architecture(depth, hidden)
         self.in_features = in_features
         self.hidden = hidden
         self.branches = branches
@@ -135,6 +125,51 @@ class ParallelReLU(nn.Module):
             self.W1.div_(norms[:, None, None])
         return self
 
+    @torch.no_grad()
+    def write_branches_(self, index, W1: torch.Tensor, w2: Optional[torch.Tensor], w3: torch.Tensor) -> None:
+        """Branches ``index`` := (W1 (B, d', m), w2 (B, m) or None, w3 (B,)), converted to the
+        parameters' device and dtype; the other branches keep their values."""
+        index = torch.as_tensor(index, dtype=torch.long, device=self.W1.device)
+        self.W1[index] = W1.to(self.W1)
+        self.w3[index] = w3.to(self.w3)
+        if self.w2 is not None:
+            self.w2[index] = w2.to(self.w2)
+
+    @torch.no_grad()
+    def load_solution_(self, solution, rtol: float = 1e-9) -> "ParallelReLU":
+        """Write a :class:`~lightning_convex.Solution` into the K branches in place (Proposition 1,
+        MATH.md section 4) and return the network.
+
+        Nonzero patterns (t_p above ``rtol`` times the largest) fill branches 0, 1, ... in pattern
+        order; every spare branch becomes exactly zero (W1, w2, w3 = 0), contributing nothing to
+        f or R. Refuses (ValueError) a solution with more than K nonzero patterns or one built for
+        another architecture; the network is left untouched then. The network's own
+        regularization form decides the scaling.
+        """
+        program = solution.program
+        expected = (program.in_features, program.m, program.depth, program.bias)
+        actual = (self.in_features, self.hidden, self.depth, self.bias)
+        if expected != actual:
+            raise ValueError(
+                f"solution is for (in_features, hidden, depth, bias) = {expected}, network has {actual}"
+            )
+        active = solution.active_patterns(rtol)
+        count = int(active.sum())
+        if count > self.branches:
+            raise ValueError(
+                f"the solution has {count} nonzero patterns but the network has only {self.branches} "
+                "branches; keep the largest K patterns and solve again on those"
+            )
+        idx = torch.nonzero(active).flatten()
+        patterns = program.patterns
+        Q = solution.Q.double()[idx]
+        W1, w2, w3 = rebuild_branches(Q, patterns.s[idx.to(patterns.device)],
+                                    patterns.sig[idx.to(patterns.device)], self.depth, self.regularization)
+        for param in self.parameters():
+            param.zero_()
+        self.write_branches_(torch.arange(count), W1, w2, w3)
+        return self
+
 
 def float64_parameters(net: ParallelReLU):
     """(W1, w2 or None, w3) detached in float64 on the network's device."""
@@ -142,16 +177,13 @@ def float64_parameters(net: ParallelReLU):
     return net.W1.detach().double(), w2, net.w3.detach().double()
 
 
-def float64_rows(net: ParallelReLU, X) -> torch.Tensor:
-    """X checked against the network (type, columns, finiteness) as float64 on its device."""
-    from ._checks import as_matrix
-
+def network_rows(net: ParallelReLU, X, y=None) -> Rows:
+    """X (and y) checked against the network (type, columns, finiteness) as float64 rows on its
+    device, with the network's bias column; a ready :class:`Rows` passes through."""
     if not isinstance(net, ParallelReLU):
         raise TypeError(f"net must be a ParallelReLU, got {type(net).__name__}")
-    X = as_matrix(X, device=net.W1.device, dtype=torch.float64)
-    if X.shape[1] != net.in_features:
-        raise ValueError(f"X has {X.shape[1]} columns but the network expects {net.in_features}")
-    return X
+    return Rows.prepare(X, y, bias=net.bias, device=net.W1.device, dtype=torch.float64,
+                        in_features=net.in_features)
 
 
 def branch_outputs(Xf: torch.Tensor, W1: torch.Tensor, w2, w3: torch.Tensor) -> torch.Tensor:
@@ -165,22 +197,9 @@ def branch_outputs(Xf: torch.Tensor, W1: torch.Tensor, w2, w3: torch.Tensor) -> 
 
 def regularizer(W1: torch.Tensor, w2, w3: torch.Tensor, regularization: str) -> torch.Tensor:
     """R(theta) for raw parameters (see :class:`ParallelReLU`)."""
-    col_norms = W1.norm(dim=1)  # (K, m): ||W1_k[:, j]||
     if regularization == "path":
-        if w2 is None:
-            return (col_norms[:, 0] * w3.abs()).sum()
-        return (col_norms * w2.abs() * w3.abs()[:, None]).sum()
+        return branch_path_norms(W1, w2, w3).sum()
+    col_norms = W1.norm(dim=1)  # (K, m): ||W1_k[:, j]||
     if w2 is None:
         return 0.5 * (col_norms[:, 0].square().sum() + w3.square().sum())
     return 0.5 * (w2.square().sum() + w3.square().sum())
-
-
-def _load_solution_method(self, solution, rtol: float = 1e-9):
-    """Write a :class:`~lightning_convex.Solution` into this network in place (see
-    :func:`lightning_convex.load_solution_`)."""
-    from .reconstruct import load_solution_
-
-    return load_solution_(self, solution, rtol=rtol)
-
-
-ParallelReLU.load_solution_ = _load_solution_method

@@ -21,20 +21,18 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
-from ._checks import as_matrix, as_targets, check_beta
-from .model import add_bias_column
-from .patterns import PatternSet
-
-#: Largest number of (pattern, row, neuron) entries materialised at once by the operators.
-ENTRY_CHUNK = 1 << 24
+from ._checks import check_beta
+from .patterns.set import PatternSet
+from .rows import ENTRY_CHUNK, Rows
 
 
 class RestrictedProgram:
     """The restricted convex program over ``patterns`` for data (X, y) and weight ``beta``.
 
     Args:
-        X: (n, d) data without the bias column; it is appended when ``patterns.bias``.
-        y: (n,) targets.
+        X: (n, d) data without the bias column (it is appended when ``patterns.bias``), or a
+            :class:`~lightning_convex.rows.Rows` prepared with the patterns' bias.
+        y: (n,) targets (may be ``None`` when ``X`` is a Rows that holds them).
         patterns: a non-empty :class:`PatternSet` over the same n rows.
         beta: the regularization weight (> 0).
         dtype: working precision of the operators (float64 by default; certificates always
@@ -46,26 +44,45 @@ class RestrictedProgram:
             raise TypeError(f"patterns must be a PatternSet, got {type(patterns).__name__}")
         if len(patterns) == 0:
             raise ValueError("the pattern set is empty: the restricted program has no variables")
-        device = patterns.device
-        X = as_matrix(X, device=device, dtype=dtype)
-        if X.shape[0] != patterns.n:
-            raise ValueError(f"X has {X.shape[0]} rows but the patterns were read on {patterns.n} rows")
-        self.X = add_bias_column(X) if patterns.bias else X
-        self.y = as_targets(y, X.shape[0], device=device, dtype=dtype)
+        rows = Rows.prepare(X, y, bias=patterns.bias, device=patterns.device, dtype=dtype)
+        if rows.y is None:
+            raise ValueError("the restricted program needs the targets y")
+        if rows.n != patterns.n:
+            raise ValueError(f"X has {rows.n} rows but the patterns were read on {patterns.n} rows")
+        self.rows = rows
         self.beta = check_beta(beta)
         self.patterns = patterns
         self.dtype = dtype
-        self.in_features = X.shape[1]
+
+    def with_dtype(self, dtype) -> "RestrictedProgram":
+        """The same program with its operators in another precision (``self`` when unchanged)."""
+        if dtype == self.dtype:
+            return self
+        return RestrictedProgram(self.rows.to(dtype=dtype), None, self.patterns, self.beta, dtype=dtype)
+
+    @property
+    def features(self) -> torch.Tensor:
+        """(n, d') the first layer's input: X with the bias column when ``bias``."""
+        return self.rows.features
+
+    @property
+    def y(self) -> torch.Tensor:
+        return self.rows.y
+
+    @property
+    def in_features(self) -> int:
+        """d, the data's own columns (without the bias column)."""
+        return self.rows.in_features
 
     # -- sizes -------------------------------------------------------------------------------
     @property
     def n(self) -> int:
-        return self.X.shape[0]
+        return self.rows.n
 
     @property
     def d(self) -> int:
         """d' (the bias column included): the length of each q_pj."""
-        return self.X.shape[1]
+        return self.rows.feature_dim
 
     @property
     def m(self) -> int:
@@ -85,7 +102,7 @@ class RestrictedProgram:
 
     @property
     def device(self) -> torch.device:
-        return self.X.device
+        return self.rows.device
 
     @property
     def shape(self) -> Tuple[int, int, int]:
@@ -131,7 +148,7 @@ class RestrictedProgram:
         Q = self.check_variable(Q)
         out = torch.zeros(self.n, dtype=self.dtype, device=self.device)
         for sl in self._pattern_chunks():
-            Z = torch.einsum("nd,pmd->pnm", self.X, Q[sl])
+            Z = torch.einsum("nd,pmd->pnm", self.features, Q[sl])
             out += (Z * self._mask(sl)).sum(dim=(0, 2))
         return out
 
@@ -146,7 +163,7 @@ class RestrictedProgram:
         v = torch.as_tensor(v, device=self.device).to(self.dtype)
         out = torch.empty(self.shape, dtype=self.dtype, device=self.device)
         for sl in self._pattern_chunks():
-            out[sl] = torch.einsum("nd,pnm->pmd", self.X, self._mask(sl) * v[None, :, None])
+            out[sl] = torch.einsum("nd,pnm->pmd", self.features, self._mask(sl) * v[None, :, None])
         return out
 
     # -- cone rows G and their adjoint -------------------------------------------------------
@@ -156,7 +173,7 @@ class RestrictedProgram:
         R1 = torch.empty(self.P, self.n, self.m, dtype=self.dtype, device=self.device)
         R2 = None if self.depth == 2 else torch.empty(self.P, self.n, dtype=self.dtype, device=self.device)
         for sl in self._pattern_chunks():
-            Z = torch.einsum("nd,pmd->pnm", self.X, Q[sl])
+            Z = torch.einsum("nd,pmd->pnm", self.features, Q[sl])
             D1, S1, S2 = self._signs(sl)
             R1[sl] = S1 * Z
             if R2 is not None:
@@ -173,7 +190,7 @@ class RestrictedProgram:
             if S2 is not None and mu2 is not None:
                 mu2c = torch.as_tensor(mu2, device=self.device).to(self.dtype)[sl]
                 W = W + (S2 * mu2c)[:, :, None] * D1
-            out[sl] = torch.einsum("nd,pnm->pmd", self.X, W)
+            out[sl] = torch.einsum("nd,pnm->pmd", self.features, W)
         return out
 
     # -- fused operators for first-order solvers --------------------------------------------
@@ -194,7 +211,7 @@ class RestrictedProgram:
             R2 = out2 if out2 is not None else torch.empty(
                 self.P, self.n, dtype=self.dtype, device=self.device)
         for sl in self._pattern_chunks():
-            Z = torch.einsum("nd,pmd->pnm", self.X, Q[sl])
+            Z = torch.einsum("nd,pmd->pnm", self.features, Q[sl])
             D1, S1, S2 = self._signs(sl)
             pred += (Z * self._mask(sl)).sum(dim=(0, 2))
             if R2 is not None:
@@ -222,7 +239,7 @@ class RestrictedProgram:
                 W2 = (S2 * mu2[sl])[:, :, None] * D1
                 W = W2 if W is None else W.add_(W2)
             if W is not None:
-                out[sl] = torch.einsum("nd,pnm->pmd", self.X, W)
+                out[sl] = torch.einsum("nd,pnm->pmd", self.features, W)
         return out
 
     # -- dense Gram matrices for second-order solvers on small programs ----------------------
@@ -242,7 +259,7 @@ class RestrictedProgram:
         full = slice(0, self.P)
         for rows in self._row_chunks(N):
             mask = self._mask(full)[:, rows, :]  # (P, r, m)
-            Ac = (mask.permute(1, 0, 2)[:, :, :, None] * self.X[rows, None, None, :]).reshape(-1, N)
+            Ac = (mask.permute(1, 0, 2)[:, :, :, None] * self.features[rows, None, None, :]).reshape(-1, N)
             out.addmm_(Ac.T, Ac)
         return out
 
@@ -258,7 +275,7 @@ class RestrictedProgram:
         out = torch.zeros(P, m, d, m, d, dtype=self.dtype, device=self.device)
         diag = out.diagonal(dim1=1, dim2=3)  # (P, d, d, m) view of the (j, j) sub-blocks
         for rows in self._row_chunks(P * m * d):
-            X = self.X[rows]
+            X = self.features[rows]
             diag += torch.einsum("pnj,nd,ne->pdej", w1[:, rows, :], X, X)
             if self.depth == 3 and w2 is not None:
                 w2c = torch.as_tensor(w2, device=self.device).to(self.dtype)[:, rows]
@@ -301,7 +318,7 @@ class RestrictedProgram:
         return torch.as_tensor(q, device=self.device).to(self.dtype)
 
     def _numpy_parts(self):
-        X = self.X.double().cpu().numpy()
+        X = self.features.double().cpu().numpy()
         pats = self.patterns
         D1 = pats.D1.cpu().numpy()
         D2 = None if pats.D2 is None else pats.D2.cpu().numpy()

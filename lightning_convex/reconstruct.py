@@ -1,15 +1,8 @@
-"""From a convex solution back to a network (MATH.md section 4, Proposition 1).
+"""Networks and convex variables, at the level of networks and solutions (MATH.md sections 2, 4).
 
-For pattern p with Q_p = [q_p1 .. q_pm], rho_j = ||q_pj||, t = sum_j rho_j > 0, one branch::
-
-    W1[:, j] = s_j q_pj / sqrt(rho_j t)   (0 where rho_j = 0)
-    w2[j]    = s_j sig sqrt(rho_j / t)
-    w3       = sig t
-    paper form: w2 *= sqrt(t), w3 /= sqrt(t)   (then ||W1||_F = 1 and ||w2|| = |w3| = sqrt(t))
-
-Depth 2 (m = 1, s = sig): u = s q / sqrt(rho), w3 = sig sqrt(rho), the same in both forms.
-The branch reproduces D2_p * sum_j D1_pj X q_pj exactly whenever Q_p lies in its cone, and its
-regularizer equals t, so the rebuilt network's J equals the convex objective.
+The formulas live in :mod:`lightning_convex.mapping`; this module applies them: a network's
+convex variable over a pattern set (:func:`network_variable`), and a solution rebuilt into a
+new network (:func:`to_network`) or written into an existing one (:func:`load_solution_`).
 """
 
 from __future__ import annotations
@@ -18,35 +11,41 @@ from typing import Optional
 
 import torch
 
-from ._checks import check_regularization
-from .model import ParallelReLU
+from .mapping import branch_variables, rebuild_branches, scatter_to_patterns
+from .model import ParallelReLU, float64_parameters
+from .patterns import PatternSet, patterns_of
 from .solution import Solution
 
 
 def branch_weights(solution: Solution, regularization: str = "path"):
     """(W1 (P, d', m), w2 (P, m) or None, w3 (P,)) for every pattern of the solution, float64."""
-    check_regularization(regularization)
-    program = solution.program
-    Q = solution.Q.double()
-    s = program.patterns.s.to(Q)
-    sig = program.patterns.sig.to(Q)
-    rho = Q.norm(dim=2)  # (P, m)
-    t = rho.sum(dim=1)  # (P,)
-    if program.depth == 2:
-        safe = torch.where(rho[:, 0] > 0, rho[:, 0], torch.ones_like(t))
-        u = s[:, :, None] * Q / safe.sqrt()[:, None, None]
-        u = torch.where(rho[:, 0, None, None] > 0, u, torch.zeros_like(u))
-        return u.transpose(1, 2).contiguous(), None, sig * rho[:, 0].sqrt()
-    safe_t = torch.where(t > 0, t, torch.ones_like(t))
-    denom = (rho * safe_t[:, None]).sqrt()
-    W1 = s[:, :, None] * Q / torch.where(denom > 0, denom, torch.ones_like(denom))[:, :, None]
-    W1 = torch.where(rho[:, :, None] > 0, W1, torch.zeros_like(W1))
-    w2 = s * sig[:, None] * (rho / safe_t[:, None]).sqrt()
-    w3 = sig * t
-    if regularization == "paper":
-        w2 = w2 * t.sqrt()[:, None]
-        w3 = w3 / safe_t.sqrt()
-    return W1.transpose(1, 2).contiguous(), w2, w3
+    patterns = solution.program.patterns
+    return rebuild_branches(solution.Q.double(), patterns.s, patterns.sig, solution.program.depth,
+                            regularization)
+
+
+@torch.no_grad()
+def network_variable(net: ParallelReLU, X, patterns: PatternSet, count_dropped: bool = False):
+    """The network's convex variable over ``patterns``: Q (P, m, d'), float64 on the net's device.
+
+    Branch k contributes q_kj = w3_k w2_kj W1_k[:, j] to the pattern it lies in (branches sharing
+    a pattern add up, which stays in the cone); branches whose pattern is not in the set (an
+    empty prediction mask, so they only cost regularizer) are left out. The result is feasible and
+    its objective is at most J(theta). X is raw (n, d) data or a :class:`~lightning_convex.rows.Rows`.
+    With ``count_dropped``, returns (Q, number of nonzero branches left out).
+    """
+    if not isinstance(net, ParallelReLU):
+        raise TypeError(f"expected a ParallelReLU, got {type(net).__name__}")
+    expected = (patterns.hidden, patterns.depth, patterns.bias)
+    actual = (net.hidden, net.depth, net.bias)
+    if expected != actual:
+        raise ValueError(f"the network has (hidden, depth, bias) = {actual}, the patterns need {expected}")
+    index = torch.tensor(patterns_of(net, X).index_in(patterns), dtype=torch.long, device=net.W1.device)
+    q = branch_variables(*float64_parameters(net))
+    Q = scatter_to_patterns(q, index, len(patterns)).to(patterns.device)
+    if count_dropped:
+        return Q, int(((index < 0) & (q.abs().flatten(1).sum(dim=1) > 0)).sum())
+    return Q
 
 
 def to_network(solution: Solution, regularization: str = "path", rtol: float = 1e-9,
@@ -57,8 +56,7 @@ def to_network(solution: Solution, regularization: str = "path", rtol: float = 1
     (>= the number of nonzero patterns) pads with zero branches; ``dtype`` defaults to the
     program's (float64), so the rebuilt network reproduces the convex objective to rounding.
     """
-    active = solution.active_patterns(rtol)
-    count = int(active.sum())
+    count = int(solution.active_patterns(rtol).sum())
     K = max(count, 1) if branches is None else branches
     if K < count:
         raise ValueError(f"the solution has {count} nonzero patterns but branches={K}")
@@ -67,45 +65,12 @@ def to_network(solution: Solution, regularization: str = "path", rtol: float = 1
         program.in_features, program.m, K, depth=program.depth, bias=program.bias,
         regularization=regularization,
     ).to(device=program.device, dtype=dtype or program.dtype)
-    return load_solution_(net, solution, rtol=rtol)
+    return net.load_solution_(solution, rtol=rtol)
 
 
-@torch.no_grad()
 def load_solution_(net: ParallelReLU, solution: Solution, rtol: float = 1e-9) -> ParallelReLU:
-    """Write ``solution`` into ``net``'s K branches in place and return ``net``.
-
-    Nonzero patterns fill branches 0, 1, ... in pattern order; every spare branch becomes exactly
-    zero (W1, w2, w3 = 0), contributing nothing to f or R. Refuses (ValueError) a solution with
-    more than K nonzero patterns or one built for another architecture; the network is left
-    untouched then. The network's own regularization form decides the scaling.
-    """
+    """Write ``solution`` into ``net``'s K branches in place and return ``net``
+    (see :meth:`ParallelReLU.load_solution_`)."""
     if not isinstance(net, ParallelReLU):
         raise TypeError(f"net must be a ParallelReLU, got {type(net).__name__}")
-    program = solution.program
-    expected = (program.in_features, program.m, program.depth, program.bias)
-    actual = (net.in_features, net.hidden, net.depth, net.bias)
-    if expected != actual:
-        raise ValueError(
-            f"solution is for (in_features, hidden, depth, bias) = {expected}, network has {actual}"
-        )
-    active = solution.active_patterns(rtol)
-    count = int(active.sum())
-    if count > net.branches:
-        raise ValueError(
-            f"the solution has {count} nonzero patterns but the network has only {net.branches} "
-            "branches; keep the largest K patterns and solve again on those"
-        )
-    W1, w2, w3 = branch_weights(solution, net.regularization)
-    idx = torch.nonzero(active).flatten()
-    device, dtype = net.W1.device, net.W1.dtype
-    newW1 = torch.zeros_like(net.W1)
-    newW1[:count] = W1[idx].to(device=device, dtype=dtype)
-    neww3 = torch.zeros_like(net.w3)
-    neww3[:count] = w3[idx].to(device=device, dtype=dtype)
-    net.W1.copy_(newW1)
-    net.w3.copy_(neww3)
-    if net.w2 is not None:
-        neww2 = torch.zeros_like(net.w2)
-        neww2[:count] = w2[idx].to(device=device, dtype=dtype)
-        net.w2.copy_(neww2)
-    return net
+    return net.load_solution_(solution, rtol=rtol)

@@ -22,6 +22,7 @@ class SolveStatus(str, Enum):
     UNBOUNDED = "unbounded"  # likewise impossible in exact arithmetic (J >= 0)
     NUMERICAL_ERROR = "numerical_error"
     FAILED = "failed"  # the backend raised or returned nothing usable
+    USER_LIMIT = "user_limit"  # stopped at a caller's limit, the backend does not say which (CVXPY)
 
     def __str__(self) -> str:
         return self.value

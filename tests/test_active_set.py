@@ -87,7 +87,7 @@ def test_single_round_need_not_be_fixed_point():
 
 
 def _register(monkeypatch, name, fn):
-    monkeypatch.setitem(solvers._BACKENDS, name, fn)
+    monkeypatch.setitem(solvers.registry._BACKENDS, name, solvers.Backend.from_function(name, fn, solvers.Capabilities(warm_start=True)))
 
 
 def test_failed_solve_leaves_network_untouched(monkeypatch):
@@ -225,14 +225,6 @@ def test_reseeding_never_raises_objective_without_a_gain():
     assert res.objective_after <= res.objective_before
 
 
-def test_search_needs_certify(monkeypatch):
-    X, y = teacher_data()
-    net = make_net()
-    monkeypatch.delattr(lc, "certify", raising=False)
-    with pytest.raises(ValueError, match="search requires lightning_convex.certify"):
-        lc.active_set_solve(net, X, y, BETA, search=8)
-
-
 def test_search_violators_join_the_first_round(monkeypatch):
     X, y = teacher_data()
     net = make_net()
@@ -252,7 +244,7 @@ def test_search_violators_join_the_first_round(monkeypatch):
         programs.append(program)
         return solvers.solve(program, solver="clarabel", **options)
 
-    monkeypatch.setattr(lc, "certify", fake_certify, raising=False)
+    monkeypatch.setattr(lc.active_set, "certify", fake_certify)
     _register(monkeypatch, "recording", recording)
     lc.active_set_solve(net, X, y, BETA, solver="recording", search=16,
                         generator=torch.Generator().manual_seed(0))

@@ -167,7 +167,8 @@ def test_failed_solver_leaves_weights_and_warns(monkeypatch):
         return Solution.from_variable(program, program.zeros(), status=SolveStatus.FAILED,
                                       seconds=0.0, iterations=0, solver="failing")
 
-    monkeypatch.setitem(solvers._BACKENDS, "failing", failing)
+    monkeypatch.setitem(solvers.registry._BACKENDS, "failing",
+                        solvers.Backend.from_function("failing", failing, solvers.Capabilities()))
     X, y = teacher_data()
     model = model_for(X, K=4, m=3)
 
@@ -192,12 +193,6 @@ def test_weight_decay_is_refused():
     trainer = quiet_trainer(max_epochs=1, callbacks=[ActiveSetWarmStart(verbose=False)])
     with pytest.raises(ValueError, match="weight_decay"):
         trainer.fit(model, loader(X, y))
-
-
-def test_search_needs_certify_at_construction(monkeypatch):
-    monkeypatch.delattr(lc, "certify", raising=False)
-    with pytest.raises(ValueError, match="search requires lightning_convex.certify"):
-        ActiveSetWarmStart(search=32)
 
 
 def test_state_dict_is_plain_and_loads_with_weights_only(tmp_path):

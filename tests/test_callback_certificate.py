@@ -66,7 +66,7 @@ def test_logs_the_functional_certificate(style):
         assert key in metrics
     for name, value in expected.metrics().items():
         assert math.isclose(float(metrics[f"convex/{name}"]), value, rel_tol=1e-9, abs_tol=1e-12)
-    assert expected.scope == "active set + 2 sampled"
+    assert expected.scope.startswith("active set + ") and expected.scope.endswith(" sampled")
     assert expected.lower_bound <= expected.primal
 
 

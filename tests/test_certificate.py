@@ -12,7 +12,7 @@ import pytest
 import torch
 
 import lightning_convex as lc
-from lightning_convex.certificate import RowSync, search_violations
+from lightning_convex.certificates import RowSync, search_violations
 
 from conftest import reference_optimum
 
@@ -94,23 +94,13 @@ def test_lower_bound_valid_on_many_networks_with_sampled_patterns():
         opt = clarabel_solution(X, y, S, beta).objective
         assert cert.lower_bound <= opt + solver_tol(opt), (seed, cert.lower_bound, opt)
         assert cert.primal >= opt - solver_tol(opt)
-        assert cert.num_patterns == K + extra
-        assert cert.scope == ("active set" if not extra else f"active set + {extra} sampled")
+        assert cert.num_patterns == len(S) and torch.equal(cert.patterns.D1, S.D1)
+        assert cert.scope == ("active set" if not extra else f"active set + {len(S) - K} sampled")
 
 
 def _same_sampled(X, count, net, gen):
-    """The sampled patterns certify draws: Gaussian (W1, w2, w3) read like a network's patterns."""
-    d = net.feature_dim
-    W1 = torch.randn(count, d, net.hidden, generator=gen, dtype=torch.float64)
-    w2 = torch.randn(count, net.hidden, generator=gen, dtype=torch.float64) if net.depth == 3 else None
-    w3 = torch.randn(count, generator=gen, dtype=torch.float64)
-    tmp = lc.ParallelReLU(net.in_features, net.hidden, count, depth=net.depth, bias=net.bias).double()
-    with torch.no_grad():
-        tmp.W1.copy_(W1)
-        if w2 is not None:
-            tmp.w2.copy_(w2)
-        tmp.w3.copy_(w3)
-    return lc.patterns_of(tmp, X)
+    """The sampled patterns certify adds: lc.sample_patterns with the same generator."""
+    return lc.sample_patterns(X, count, net.hidden, generator=gen, depth=net.depth, bias=net.bias)
 
 
 def test_any_nonnegative_multipliers_give_a_valid_bound():
@@ -214,7 +204,10 @@ def test_scope_words():
     X, y, net = random_case(601, n=30, K=3, m=2)
     gen = torch.Generator().manual_seed(0)
     assert lc.certify(net, X, y, 0.3).scope == "active set"
-    assert lc.certify(net, X, y, 0.3, extra_patterns=4, generator=gen).scope == "active set + 4 sampled"
+    sampled = lc.sample_patterns(X, 4, net.hidden, generator=torch.Generator().manual_seed(0), bias=net.bias)
+    assert 0 < len(sampled) <= 4
+    cert = lc.certify(net, X, y, 0.3, extra_patterns=4, generator=gen)
+    assert cert.scope == f"active set + {len(sampled)} sampled" and cert.num_patterns == 3 + len(sampled)
     S = lc.patterns_of(net, X)
     assert lc.certify(net, X, y, 0.3, patterns=S).scope == "given set"
     assert lc.certify(net, X, y, 0.3, patterns=S, exhaustive=True).scope == "global"

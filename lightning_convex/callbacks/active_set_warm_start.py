@@ -16,7 +16,7 @@ import torch
 from pytorch_lightning.callbacks.callback import Callback
 
 from .._compat import namespace, style_of
-from ..active_set import SPARE_POLICIES, active_set_solve, certify_function
+from ..active_set import SPARE_POLICIES, active_set_solve
 from ..solution import SolveStatus
 from ._common import (
     broadcast_parameters,
@@ -140,8 +140,6 @@ class ActiveSetWarmStart(Callback):
             raise ValueError(f"max_rounds must be a positive integer, got {max_rounds!r}")
         if spare not in SPARE_POLICIES:
             raise ValueError(f"spare must be one of {SPARE_POLICIES}, got {spare!r}")
-        if search > 0:
-            certify_function()  # fail at construction, not epochs into a fit
         self.every_n_epochs = every_n_epochs or None
         self.every_n_train_steps = every_n_train_steps or None
         self.solver = solver

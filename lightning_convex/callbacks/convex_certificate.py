@@ -16,7 +16,8 @@ from typing import Any, Optional
 import torch
 
 from .._compat import available_namespaces, namespace
-from ..certificate import Certificate, RowSync, certify
+from ..certificates import Certificate, certify
+from ..rows import RowSync
 from ._common import check_no_weight_decay, find_beta, find_network, training_shard, world
 
 try:  # rank-zero helpers shared by both import styles
@@ -57,6 +58,10 @@ class _StrategySync(RowSync):
     def row_ids(self, n_local: int, device) -> torch.Tensor:
         # training_shard gives rank r the rows r, r + W, r + 2W, ...
         return self.rank + self.size * torch.arange(n_local, device=device)
+
+    @property
+    def distributed(self) -> bool:
+        return self.size > 1
 
 
 class ConvexCertificate(_Callback):

@@ -19,9 +19,10 @@ import time
 import numpy as np
 import scipy.sparse as sp
 
+from .._checks import check_int, check_number
 from ..program import RestrictedProgram
 from ..solution import Solution, SolveStatus
-from . import register_backend
+from .registry import Backend, Capabilities
 
 STATUS_MAP = {
     "Solved": SolveStatus.OPTIMAL,
@@ -100,20 +101,26 @@ def solve_clarabel(program: RestrictedProgram, tol: float = 1e-9, max_iter: int 
                    time_limit: float = float("inf"), verbose: bool = False, settings=None,
                    formulation: str = "auto", warm_start=None) -> Solution:
     """Solve with Clarabel. ``tol`` sets the gap and feasibility tolerances; ``settings`` (a dict)
-    overrides any other Clarabel setting (at the default 1e-9 Clarabel sometimes stops as
+    overrides any other Clarabel setting (an unknown name raises) (at the default 1e-9 Clarabel sometimes stops as
     "AlmostSolved", reported as INACCURATE: callers that need a status of OPTIMAL retry at 1e-8,
     as :func:`~lightning_convex.active_set_solve` does; 1e-9 keeps the numerically-zero groups
     small enough for :meth:`Solution.active_patterns`); ``formulation`` see :func:`socp_data`. ``warm_start``
     is accepted and ignored (interior-point methods do not warm start)."""
     import clarabel
 
+    tol = check_number("tol", tol, 0.0, 1.0)
+    max_iter = check_int("max_iter", max_iter, minimum=1)
+    time_limit = check_number("time_limit", time_limit, allow_inf=True)
+    opts = clarabel.DefaultSettings()
+    unknown = sorted(key for key in (settings or {}) if not hasattr(opts, key))
+    if unknown:
+        raise ValueError(f"unknown Clarabel setting(s) {', '.join(map(repr, unknown))}")
     start = time.perf_counter()
     Pobj, c, Acon, b, (n, C, groups, d) = socp_data(program, formulation)
     cones = [clarabel.ZeroConeT(n)] if n else []
     if C:
         cones.append(clarabel.NonnegativeConeT(C))
     cones += [clarabel.SecondOrderConeT(d + 1)] * groups
-    opts = clarabel.DefaultSettings()
     opts.verbose = bool(verbose)
     opts.max_iter = int(max_iter)
     opts.time_limit = float(time_limit)
@@ -143,4 +150,13 @@ def solve_clarabel(program: RestrictedProgram, tol: float = 1e-9, max_iter: int 
     )
 
 
-register_backend("clarabel", solve_clarabel)
+#: Clarabel forms the cone rows explicitly on the CPU; ``auto`` sends it programs up to this many
+#: entries P n (m + 1) d' (every UCI and benchmark program), larger ones to the matrix-free backend.
+MAX_CONE_ENTRIES = 20_000_000
+
+BACKEND = Backend.from_function(
+    "clarabel", solve_clarabel,
+    Capabilities(warm_start=False, multipliers=True, devices=("cpu",), max_cone_entries=MAX_CONE_ENTRIES,
+                 exact=True),
+    "interior point on the SOCP (the exact reference)",
+)

@@ -12,7 +12,7 @@ import numpy as np
 
 from ..program import RestrictedProgram
 from ..solution import Solution, SolveStatus
-from . import register_backend
+from .registry import Backend, Capabilities
 
 STATUS_MAP = {
     "optimal": SolveStatus.OPTIMAL,
@@ -21,7 +21,7 @@ STATUS_MAP = {
     "infeasible_inaccurate": SolveStatus.INFEASIBLE,
     "unbounded": SolveStatus.UNBOUNDED,
     "unbounded_inaccurate": SolveStatus.UNBOUNDED,
-    "user_limit": SolveStatus.ITERATION_LIMIT,
+    "user_limit": SolveStatus.USER_LIMIT,
     "infeasible_or_unbounded": SolveStatus.INFEASIBLE,
     "solver_error": SolveStatus.FAILED,
 }
@@ -68,4 +68,8 @@ def solve_cvxpy(program: RestrictedProgram, cvxpy_solver: str = "CLARABEL", verb
     )
 
 
-register_backend("cvxpy", solve_cvxpy)
+BACKEND = Backend.from_function(
+    "cvxpy", solve_cvxpy,
+    Capabilities(warm_start=False, multipliers=True, devices=("cpu",), max_cone_entries=None, exact=False),
+    "the SOCP through CVXPY (any conic solver; options pass through to Problem.solve)",
+)

@@ -83,6 +83,7 @@ Two Layers: Training Deep ReLU Networks via Convex Programs", ICML 2021 (the pro
 
 from __future__ import annotations
 
+import copy
 import time
 from typing import Optional
 
@@ -92,9 +93,12 @@ import scipy.sparse as sp
 import torch
 from scipy.optimize import lsq_linear, nnls as _scipy_nnls
 
+from ..duality import lower_bound, relative_gap
+from ..model import ParallelReLU
 from ..program import RestrictedProgram
+from ..reconstruct import network_variable
 from ..solution import Solution, SolveStatus
-from . import register_backend
+from .registry import Backend, Capabilities
 
 #: OSQP's status (by enum name) -> SolveStatus, for the inner QPs.
 STATUS_MAP = {
@@ -259,31 +263,11 @@ def _groups_of_pattern(pb: _Problem, p: int) -> np.ndarray:
 # ------------------------------------------------------------------------------------------
 def _q_from_network(program: RestrictedProgram, net) -> np.ndarray:
     """Q of a ParallelReLU on this program's pattern set (q_kj = w3_k w2_kj W1_k[:, j])."""
-    from ..model import ParallelReLU
-    from ..patterns import patterns_of
-
     if not isinstance(net, ParallelReLU):
         raise TypeError(
             f"warm_start must be a Solution, a ParallelReLU or a Q array, got {type(net).__name__}")
-    expected = (program.in_features, program.m, program.depth, program.bias)
-    actual = (net.in_features, net.hidden, net.depth, net.bias)
-    if expected != actual:
-        raise ValueError(
-            f"warm_start network has (in_features, hidden, depth, bias) = {actual}, the program "
-            f"needs {expected}"
-        )
-    X = program.X[:, : program.in_features]
-    own = patterns_of(net.to(X.device), X)
-    where = own.index_in(program.patterns)
-    W1 = net.W1.detach().double().cpu().numpy()
-    w3 = net.w3.detach().double().cpu().numpy()
-    w2 = np.ones((net.branches, 1)) if net.w2 is None else net.w2.detach().double().cpu().numpy()
-    Qk = (w3[:, None, None] * w2[:, :, None]) * np.transpose(W1, (0, 2, 1))  # (K, m, d')
-    Q = np.zeros(program.shape)
-    for k, p in enumerate(where):
-        if p >= 0:
-            Q[p] += Qk[k]  # branches sharing a pattern add up inside the same convex cone
-    return Q.reshape(-1)
+    net = net if net.W1.device == program.device else copy.deepcopy(net).to(program.device)
+    return network_variable(net, program.rows, program.patterns).cpu().numpy().reshape(-1)
 
 
 def _q_from_array(program: RestrictedProgram, Q) -> np.ndarray:
@@ -456,13 +440,8 @@ def _certificate(pb: _Problem, q: np.ndarray, mu: np.ndarray):
     Cg = (pb.A.T @ v + pb.G.T @ mu).reshape(pb.ng, pb.d)
     bound = np.linalg.norm(Cg, axis=1)
     F = pb.F(q)
-    vy, vv = float(v @ pb.y), float(v @ v)
-    bmax = float(bound.max()) if bound.size else 0.0
-    cmax = np.inf if bmax <= 0 else pb.beta / bmax
-    c = min(max(vy / vv, 0.0), cmax) if vv > 0 else 0.0
-    dual = c * vy - 0.5 * c * c * vv
-    gap = (F - dual) / max(F, 1e-300)
-    return F, dual, gap, bound
+    dual = lower_bound(v @ pb.y, v @ v, pb.beta, bound.max() if bound.size else 0.0).value
+    return F, dual, relative_gap(F, dual), bound
 
 
 # ------------------------------------------------------------------------------------------
@@ -1219,4 +1198,8 @@ def _release(pb: _Problem, q, S, E, v, eq_res):
     return np.concatenate(out) if out else np.zeros(0, dtype=np.int64)
 
 
-register_backend("osqp", solve_osqp)
+BACKEND = Backend.from_function(
+    "osqp", solve_osqp,
+    Capabilities(warm_start=True, multipliers=True, devices=("cpu",), max_cone_entries=None, exact=False),
+    "OSQP quadratic programs, an exact face polish and a duality-gap certificate",
+)

@@ -82,10 +82,13 @@ from typing import Optional
 
 import torch
 
+from ..duality import lower_bound, pattern_bounds, relative_gap
 from ..model import ParallelReLU
-from ..program import ENTRY_CHUNK, RestrictedProgram
+from ..program import RestrictedProgram
+from ..reconstruct import network_variable
+from ..rows import ENTRY_CHUNK
 from ..solution import Solution, SolveStatus
-from . import register_backend
+from .registry import Backend, Capabilities
 
 #: The solver's own outcomes mapped to backend-independent statuses.
 STATUS_MAP = {
@@ -162,8 +165,6 @@ def warm_start_variable(program: RestrictedProgram, warm_start):
     pattern is not in S are dropped (counted in the info), and branches sharing a pattern add up,
     which stays in the cone and does not increase sum ||q_pj||.
     """
-    from ..patterns import patterns_of
-
     if isinstance(warm_start, Solution):
         if not _same_patterns(program.patterns, warm_start.program.patterns):
             raise ValueError("warm_start is a Solution over a different pattern set than the program's")
@@ -177,30 +178,10 @@ def warm_start_variable(program: RestrictedProgram, warm_start):
         return Q, mult, {"warm_start": "solution"}
     if isinstance(warm_start, ParallelReLU):
         net = warm_start
-        expected = (program.in_features, program.m, program.depth, program.bias)
-        actual = (net.in_features, net.hidden, net.depth, net.bias)
-        if expected != actual:
-            raise ValueError(f"warm_start network has (in_features, hidden, depth, bias) = {actual}, "
-                             f"the program needs {expected}")
         if net.W1.device != program.device:
             # move the (small) network to the program's device, never the program's data
             net = copy.deepcopy(net).to(program.device)
-        X = program.X[:, : program.in_features]
-        index = patterns_of(net, X).index_in(program.patterns)
-        W1 = net.W1.detach().to(device=program.device, dtype=torch.float64)
-        w3 = net.w3.detach().to(device=program.device, dtype=torch.float64)
-        if net.w2 is None:
-            Qnet = w3[:, None, None] * W1.transpose(1, 2)
-        else:
-            w2 = net.w2.detach().to(device=program.device, dtype=torch.float64)
-            Qnet = (w3[:, None] * w2)[:, :, None] * W1.transpose(1, 2)
-        Q = torch.zeros(program.shape, dtype=torch.float64, device=program.device)
-        dropped = 0
-        for k, p in enumerate(index):
-            if p < 0:
-                dropped += int(bool(Qnet[k].abs().sum() > 0))
-            else:
-                Q[p] += Qnet[k]
+        Q, dropped = network_variable(net, program.rows, program.patterns, count_dropped=True)
         return Q.to(program.dtype), None, {"warm_start": "network", "warm_start_dropped_branches": dropped}
     if isinstance(warm_start, torch.Tensor):
         # a convex variable Q itself (what active_set_solve passes)
@@ -298,18 +279,6 @@ def solve_torch(program: RestrictedProgram, tol: Optional[float] = None, max_ite
 # ---------------------------------------------------------------------------------------------
 # shared: the certificate used as the stopping rule
 # ---------------------------------------------------------------------------------------------
-def _lower_bound(v: torch.Tensor, y: torch.Tensor, max_bound: float, beta: float) -> float:
-    """g(c v) = c v.y - c^2/2 ||v||^2 with c = clip(v.y / ||v||^2, 0, beta / max_bound), float64."""
-    vy = float(v @ y)
-    vv = float(v @ v)
-    if vv == 0.0:
-        return 0.0
-    c = max(0.0, vy / vv)
-    if max_bound > 0:
-        c = min(c, beta / max_bound)
-    return c * vy - 0.5 * c * c * vv
-
-
 def _min_row(R1, R2) -> float:
     worst = float(R1.min()) if R1.numel() else 0.0
     if R2 is not None and R2.numel():
@@ -328,9 +297,9 @@ def _certificate(wp: RestrictedProgram, Q, mu1, mu2, y64, y_scale, pred=None, wo
     viol = max(0.0, -worst)
     v = y64 - pred.double()
     J = float(0.5 * v.square().sum() + wp.beta * Q.double().norm(dim=2).sum())
-    bound = float(wp.adjoint(v.to(wp.dtype), mu1, mu2).double().norm(dim=2).max())
-    lb = _lower_bound(v, y64, bound, wp.beta)
-    gap = (J - lb) / max(abs(J), torch.finfo(torch.float64).tiny)
+    bound = float(pattern_bounds(wp, v.to(wp.dtype), mu1, mu2).max())
+    lb = lower_bound(v @ y64, v @ v, wp.beta, bound).value
+    gap = relative_gap(J, lb)
     feas_scale = max(y_scale, float(pred.abs().max()))
     return {"primal": J, "lower_bound": lb, "gap": gap, "violation_rel": viol / feas_scale,
             "dual_infeasibility": bound / wp.beta - 1.0}
@@ -338,14 +307,6 @@ def _certificate(wp: RestrictedProgram, Q, mu1, mu2, y64, y_scale, pred=None, wo
 
 def _converged(cert: dict, tol: float) -> bool:
     return cert["gap"] <= tol and cert["violation_rel"] <= tol
-
-
-def _working_program(program: RestrictedProgram, dtype) -> RestrictedProgram:
-    if dtype == program.dtype:
-        return program
-    # same device, same patterns; only X and y change precision
-    return RestrictedProgram(program.X[:, : program.in_features], program.y, program.patterns,
-                             program.beta, dtype=dtype)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -391,15 +352,15 @@ def _penalty(mu1, mu2, R1, R2, rho) -> float:
 
 @torch.no_grad()
 def _alm(program, tol, max_iter, time_limit, warm, dtype, verbose, start):
-    wp = _working_program(program, dtype)
+    wp = program.with_dtype(dtype)
     beta = wp.beta
     dev = wp.device
     y64 = program.y.double()
     y_scale = max(float(y64.abs().max()), torch.finfo(torch.float64).tiny)
 
     # rough norms suffice: they set rho's scale and the first step; backtracking does the rest
-    La = _power_norm_sq(lambda x: wp.adjoint(wp.predict(x)), wp.shape, wp.X, iters=POWER_ITERATIONS)
-    Lg = _power_norm_sq(lambda x: wp.adjoint(None, *wp.cone_rows(x)), wp.shape, wp.X, iters=POWER_ITERATIONS)
+    La = _power_norm_sq(lambda x: wp.adjoint(wp.predict(x)), wp.shape, wp.features, iters=POWER_ITERATIONS)
+    Lg = _power_norm_sq(lambda x: wp.adjoint(None, *wp.cone_rows(x)), wp.shape, wp.features, iters=POWER_ITERATIONS)
     setup_seconds = time.perf_counter() - start
     if not (math.isfinite(La) and math.isfinite(Lg)):
         return "nan", program.zeros(), None, 0, {"error": "operator norm estimate is not finite"}
@@ -628,7 +589,7 @@ def _flip(M):
 
 @torch.no_grad()
 def _ipm(program, tol, max_iter, time_limit, verbose, start):
-    wp = _working_program(program, torch.float64)
+    wp = program.with_dtype(torch.float64)
     P, m, d = wp.shape
     n, N, Gn, k = wp.n, wp.num_variables, wp.P * wp.m, wp.d + 1
     n1 = P * n * m
@@ -858,4 +819,9 @@ def _ipm(program, tol, max_iter, time_limit, verbose, start):
     return outcome, Q, (mu1.clone(), None if mu2 is None else mu2.clone()), it, extra
 
 
-register_backend("torch", solve_torch)
+BACKEND = Backend.from_function(
+    "torch", solve_torch,
+    Capabilities(warm_start=True, multipliers=True, devices=("cpu", "cuda"), max_cone_entries=None,
+                 exact=False),
+    "matrix-free on the program's device (interior point small, augmented Lagrangian large)",
+)

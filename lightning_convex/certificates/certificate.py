@@ -62,45 +62,19 @@ from typing import Optional, Tuple
 import numpy as np
 import torch
 
-from ._checks import as_matrix, as_targets, check_beta
-from .model import ParallelReLU, add_bias_column, regularizer
-from .patterns import PatternSet, concatenate
+from .._checks import check_beta, check_int
+from ..duality import lower_bound as _dual_bound, relative_gap
+from ..mapping import branch_path_norms
+from ..model import ParallelReLU, float64_parameters, network_rows, regularizer
+from ..patterns import PatternSet, concatenate, read_branches, sample_patterns
+from ..rows import ROW_CHUNK, RowSync
 
 __all__ = ["Certificate", "RowSync", "certify", "search_violations"]
 
-#: Rows per chunk in passes over the data (the same chunking as :func:`patterns_of`, so patterns
-#: read here are bit-identical to it).
-ROW_CHUNK = 8192
 #: Largest number of (pattern, row, neuron) entries materialised at once.
 ENTRY_CHUNK = 1 << 23
 #: Default number of support rows per pattern for the multiplier fit.
 DEFAULT_SUPPORT = 4096
-
-
-# ------------------------------------------------------------------------------------------------
-# Row-shard synchronisation
-# ------------------------------------------------------------------------------------------------
-class RowSync:
-    """How :func:`certify` combines rows split over processes; this base class is one process.
-
-    A distributed subclass (see ``lightning_convex.callbacks.ConvexCertificate``) all-reduces in
-    :meth:`sum` / :meth:`max`, concatenates every rank's tensor along dim 0 in rank order in
-    :meth:`cat` (lengths may differ), and numbers rows globally in :meth:`row_ids`. Every rank
-    must make the same calls in the same order.
-    """
-
-    def sum(self, tensor: torch.Tensor) -> torch.Tensor:
-        return tensor
-
-    def max(self, tensor: torch.Tensor) -> torch.Tensor:
-        return tensor
-
-    def cat(self, tensor: torch.Tensor) -> torch.Tensor:
-        return tensor
-
-    def row_ids(self, n_local: int, device) -> torch.Tensor:
-        """Global indices of this process's rows (int64)."""
-        return torch.arange(n_local, device=device)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -121,6 +95,8 @@ class Certificate:
         scope: the set S: ``"active set"``, ``"given set"``, ``"... + N sampled"``, or
             ``"global"`` (only with ``exhaustive=True``).
         num_patterns: |S|.
+        patterns: the set S itself (the network's patterns or the given set, then the sampled
+            ones), on the rows certified, so a caller can check the claim or reuse the set.
         max_violation: largest r . f_theta'(X) / beta over unit-path-norm branches found by the
             search of section 6 (> 1 proves the network is not globally optimal); NaN without a
             search.
@@ -143,6 +119,7 @@ class Certificate:
     relative_gap: float
     scope: str
     num_patterns: int
+    patterns: Optional[PatternSet] = None
     max_violation: float = float("nan")
     violating_patterns: Optional[PatternSet] = None
     violating_weights: Optional[tuple] = None
@@ -178,44 +155,6 @@ class Certificate:
 # ------------------------------------------------------------------------------------------------
 # Network pass
 # ------------------------------------------------------------------------------------------------
-def _parameters64(net: ParallelReLU):
-    W1 = net.W1.detach().double()
-    w2 = None if net.w2 is None else net.w2.detach().double()
-    return W1, w2, net.w3.detach().double()
-
-
-def _sign(t: torch.Tensor) -> torch.Tensor:
-    return torch.where(t >= 0, 1, -1).to(torch.int8)
-
-
-@torch.no_grad()
-def _read_branches(Xf: torch.Tensor, W1, w2, w3, bias: bool):
-    """Patterns (as :func:`patterns_of` reads them) and per-branch outputs (K, n) for raw weights."""
-    D1_parts, D2_parts, out_parts = [], [], []
-    for start in range(0, Xf.shape[0], ROW_CHUNK):
-        pre = torch.einsum("nd,kdm->knm", Xf[start : start + ROW_CHUNK], W1)
-        D1_parts.append(pre >= 0)
-        if w2 is None:
-            out_parts.append(w3[:, None] * torch.relu(pre[:, :, 0]))
-        else:
-            z = torch.einsum("knm,km->kn", torch.relu(pre), w2)
-            D2_parts.append(z >= 0)
-            out_parts.append(w3[:, None] * torch.relu(z))
-    D1 = torch.cat(D1_parts, dim=1)
-    D2 = torch.cat(D2_parts, dim=1) if w2 is not None else None
-    sig = _sign(w3)
-    s = sig[:, None] * (_sign(w2) if w2 is not None else torch.ones_like(sig)[:, None])
-    return PatternSet(D1, D2, s.to(torch.int8), sig, bias), torch.cat(out_parts, dim=1)
-
-
-def _path_norms(W1, w2, w3) -> torch.Tensor:
-    """sum_j ||q_kj|| per branch, q_kj = w3_k w2_kj W1_k[:, j] (the convex regularizer)."""
-    cols = W1.norm(dim=1)  # (K, m)
-    if w2 is not None:
-        cols = cols * w2.abs()
-    return cols.sum(dim=1) * w3.abs()
-
-
 # ------------------------------------------------------------------------------------------------
 # Pattern masks
 # ------------------------------------------------------------------------------------------------
@@ -807,16 +746,6 @@ def search_violations(Xf: torch.Tensor, r: torch.Tensor, beta: float, depth: int
 # ------------------------------------------------------------------------------------------------
 # The certificate
 # ------------------------------------------------------------------------------------------------
-def _sampled_patterns(Xf, count, hidden, depth, bias, generator):
-    dtype, device = Xf.dtype, Xf.device
-    gdev = generator.device if generator is not None else torch.device("cpu")
-    opts = dict(generator=generator, device=gdev, dtype=dtype)
-    W1 = torch.randn(count, Xf.shape[1], hidden, **opts).to(device)
-    w2 = torch.randn(count, hidden, **opts).to(device) if depth == 3 else None
-    w3 = torch.randn(count, **opts).to(device)
-    return _read_branches(Xf, W1, w2, w3, bias)[0]
-
-
 def _branch_scales(gram: torch.Tensor, Fy: torch.Tensor, cost: torch.Tensor) -> torch.Tensor:
     """alpha >= 0 minimising 1/2 ||sum_k alpha_k f_k - y||^2 + sum_k alpha_k cost_k (cost = beta R_k).
 
@@ -854,17 +783,6 @@ def _default_iterations(P: int, k: int, m: int, d: int) -> int:
     """By the work of one iteration (two products of k x d' rows with m d' numbers per pattern)."""
     work = max(1, P * k * m * d)
     return int(min(1000, max(20, 2e10 // work)))
-
-
-def _lower_bound(vy: float, vv: float, beta: float, Bmax: float) -> Tuple[float, float]:
-    """(g(c v), c) with c = clip(v.y / ||v||^2, 0, beta / max_p B_p) (section 5)."""
-    if vv <= 0:
-        return 0.0, 0.0
-    c = vy / vv
-    if Bmax > 0:
-        c = min(c, beta / Bmax)
-    c = max(c, 0.0)
-    return c * vy - 0.5 * c * c * vv, c
 
 
 @torch.no_grad()
@@ -935,23 +853,21 @@ def certify(
     for name, param in net.named_parameters():
         if not bool(torch.isfinite(param).all()):
             raise ValueError(f"the network's parameter {name} contains NaN or inf entries")
-    for name, value in (("extra_patterns", extra_patterns), ("search", search)):
-        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-            raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
+    check_int("extra_patterns", extra_patterns)
+    check_int("search", search)
     device = net.W1.device
     dtype = torch.float64
-    X = as_matrix(X, device=device, dtype=dtype)
-    if X.shape[1] != net.in_features:
-        raise ValueError(f"X has {X.shape[1]} columns but the network expects {net.in_features}")
-    y = as_targets(y, X.shape[0], device=device, dtype=dtype)
-    Xf = add_bias_column(X) if net.bias else X
+    rows = network_rows(net, X, y)
+    if rows.y is None:
+        raise ValueError("certify needs the targets y")
+    Xf, y = rows.features, rows.y
     n_local, d = Xf.shape
     m = net.hidden
     depth = net.depth
 
     # -- the network: J, residual, its own patterns ------------------------------------------
-    W1, w2, w3 = _parameters64(net)
-    own, outputs = _read_branches(Xf, W1, w2, w3, net.bias)
+    W1, w2, w3 = float64_parameters(net)
+    own, outputs = read_branches(Xf, W1, w2, w3, net.bias, outputs=True)
     K = outputs.shape[0]
     r_net = y - outputs.sum(dim=0)
     stats = sync.sum(torch.cat([
@@ -961,7 +877,7 @@ def certify(
     ]))
     n_total = int(round(float(stats[1])))
     primal = 0.5 * float(stats[0]) + beta * float(regularizer(W1, w2, w3, net.regularization))
-    path = _path_norms(W1, w2, w3)
+    path = branch_path_norms(W1, w2, w3)
     Fy, gram = stats[2 : 2 + K], stats[2 + K :].reshape(K, K)
     # the dual point: the residual of the network with each branch rescaled optimally
     # (alpha >= 0 keeps every branch in its cone, so this is a feasible point of S too)
@@ -1010,8 +926,10 @@ def certify(
             if strict:
                 raise ValueError(message)
     if extra_patterns:
-        S = concatenate([S, _sampled_patterns(Xf, extra_patterns, m, depth, net.bias, generator)])
-        scope = f"{scope} + {extra_patterns} sampled"
+        sampled = sample_patterns(rows, extra_patterns, m, generator=generator, depth=depth, bias=net.bias,
+                                  sync=sync)
+        S = concatenate([S, sampled])
+        scope = f"{scope} + {len(sampled)} sampled"
     if exhaustive:
         scope = "global"
     P = len(S)
@@ -1111,7 +1029,8 @@ def certify(
 
     # -- the bound ------------------------------------------------------------------------------
     Bmax = float(B.max())
-    lower, scale = _lower_bound(vy, vv, beta, Bmax)
+    bound = _dual_bound(vy, vv, beta, Bmax)
+    lower, scale = bound.value, bound.scale
     info = {"B_max": Bmax, "tau": tau, "rho_floor": rho_floor, "iterations": iterations,
             "support": k, "v": dual_point}
     if solution is not None and solution.residual.shape[0] == n_local and multipliers is not None:
@@ -1129,13 +1048,13 @@ def certify(
             cs[sl] = torch.einsum("nd,cnm->cmd", Xf, W)
         cs = sync.sum(cs)
         if Pm == P:  # the solver's dual point is certified only when it covers every pattern
-            lower_s, scale_s = _lower_bound(float(sums_s[1]), float(sums_s[0]), beta,
-                                            float(cs.norm(dim=2).amax()))
+            bound_s = _dual_bound(float(sums_s[1]), float(sums_s[0]), beta, float(cs.norm(dim=2).amax()))
+            lower_s, scale_s = bound_s.value, bound_s.scale
             if lower_s > lower:
                 lower, scale = lower_s, scale_s
                 info["v"] = "solution"
     gap = primal - lower
-    relative = gap / primal if primal != 0 else (0.0 if gap == 0 else float("inf"))
+    relative = relative_gap(primal, lower)
 
     # -- search outside S ---------------------------------------------------------------------
     max_violation = float("nan")
@@ -1157,11 +1076,11 @@ def certify(
             Wv = U[hit]
             w2v = None if wv is None else wv[hit]
             violating_weights = (Wv, w2v, sigma[hit])
-            violating_patterns = _read_branches(Xf, Wv, w2v, sigma[hit], net.bias)[0]
+            violating_patterns = read_branches(Xf, Wv, w2v, sigma[hit], net.bias)
 
     return Certificate(
         primal=primal, lower_bound=lower, gap=gap, relative_gap=relative, scope=scope,
-        num_patterns=P, max_violation=max_violation, violating_patterns=violating_patterns,
+        num_patterns=P, patterns=S, max_violation=max_violation, violating_patterns=violating_patterns,
         violating_weights=violating_weights, pattern_bounds=(B / beta).cpu(), dual_scale=scale,
         contains_network=bool(contains.all()), n=n_total, seconds=time.perf_counter() - start_time,
         refined=refined, info=info,

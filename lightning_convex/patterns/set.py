@@ -1,11 +1,7 @@
-"""Activation patterns p = (D1, D2, s, sig), MATH.md section 2.
+"""The pattern set: P activation patterns p = (D1, D2, s, sig) over the same n rows (MATH.md
+section 2), with the set operations the pipeline needs (select, union, unique, lookup).
 
-For branch k of a network: D1_k = 1[X W1_k >= 0] (n x m), z_k = relu(X W1_k) w2_k,
-D2_k = 1[z_k >= 0] (n), sig_k = sign(w3_k), s_kj = sig_k * sign(w2_kj), with sign(0) = +1.
 A depth-2 pattern has m = 1, no D2 (``D2 is None``) and s = sig.
-
-Patterns are read in float64 so that a network is feasible, to rounding, for its own patterns in
-the float64 restricted program; rows are processed in chunks so that n = 60000 fits.
 """
 
 from __future__ import annotations
@@ -14,16 +10,6 @@ from dataclasses import dataclass
 from typing import Iterable, Optional
 
 import torch
-
-from ._checks import as_matrix
-from .model import ParallelReLU, add_bias_column, float64_parameters, float64_rows
-
-ROW_CHUNK = 8192
-
-
-def _sign(t: torch.Tensor) -> torch.Tensor:
-    """sign with sign(0) = +1, as int8."""
-    return torch.where(t >= 0, 1, -1).to(torch.int8)
 
 
 @dataclass(frozen=True)
@@ -68,10 +54,6 @@ class PatternSet:
         return self.D1.shape[0]
 
     @property
-    def num_patterns(self) -> int:
-        return self.D1.shape[0]
-
-    @property
     def n(self) -> int:
         return self.D1.shape[1]
 
@@ -94,12 +76,6 @@ class PatternSet:
         )
 
     # -- derived masks -----------------------------------------------------------------------
-    def prediction_mask(self, dtype=torch.float64) -> torch.Tensor:
-        """D2_p * D1_pj as a (P, n, m) tensor: the rows where q_pj enters the prediction."""
-        if self.D2 is None:
-            return self.D1.to(dtype)
-        return (self.D1 & self.D2[:, :, None]).to(dtype)
-
     def is_degenerate(self) -> torch.Tensor:
         """bool (P,): patterns whose prediction mask is empty (they can only contribute zero)."""
         if self.D2 is None:
@@ -198,78 +174,6 @@ class PatternSet:
         return tuple(sorted(self.fingerprints().tolist()))
 
 
-def union(first: PatternSet, *others: PatternSet) -> PatternSet:
-    """Concatenate pattern sets over the same rows and remove duplicates."""
-    return concatenate([first, *others]).unique()
-
-
-@torch.no_grad()
-def patterns_of(net: ParallelReLU, X, chunk_size: int = ROW_CHUNK) -> PatternSet:
-    """The K patterns of ``net`` on X (one per branch, duplicates kept), on the net's device.
-
-    Branch k's pattern is pattern k of the result, so ``patterns_of(net, X).select([k])`` is the
-    cone branch k lies in. Computed in float64, in row chunks.
-    """
-    X = float64_rows(net, X)
-    W1, w2, _ = float64_parameters(net)
-    D1_parts, D2_parts = [], []
-    for start in range(0, X.shape[0], chunk_size):
-        Xc = X[start : start + chunk_size]
-        Xf = add_bias_column(Xc) if net.bias else Xc
-        pre = torch.einsum("nd,kdm->knm", Xf, W1)
-        D1_parts.append(pre >= 0)
-        if w2 is not None:
-            D2_parts.append(torch.einsum("knm,km->kn", torch.relu(pre), w2) >= 0)
-    D1 = torch.cat(D1_parts, dim=1)
-    D2 = torch.cat(D2_parts, dim=1) if w2 is not None else None
-    sig = _sign(net.w3.detach())
-    s = sig[:, None] * (_sign(w2) if w2 is not None else torch.ones_like(sig)[:, None])
-    return PatternSet(D1, D2, s.to(torch.int8), sig, net.bias)
-
-
-@torch.no_grad()
-def sample_patterns(
-    X,
-    count: int,
-    hidden: int,
-    generator: Optional[torch.Generator] = None,
-    depth: int = 3,
-    bias: bool = False,
-    chunk_size: int = ROW_CHUNK,
-) -> PatternSet:
-    """Random patterns per the paper's Remark 3, on X's device.
-
-    D1 = 1[X U >= 0] for Gaussian U (d' x m); D2 from a forward pass with a Gaussian w2; the signs
-    s, sig follow from a random w3 sign and w2 as for a network. Duplicates and patterns with an
-    empty prediction mask (which can only contribute zero) are dropped, so at most ``count``
-    patterns come back.
-    """
-    if not isinstance(count, int) or count < 0:
-        raise ValueError(f"count must be a non-negative integer, got {count!r}")
-    if depth not in (2, 3):
-        raise ValueError(f"depth must be 2 or 3, got {depth!r}")
-    if depth == 2 and hidden != 1:
-        raise ValueError("depth-2 patterns have hidden=1")
-    X = as_matrix(X, dtype=torch.float64)
-    dprime = X.shape[1] + int(bias)
-    gdev = generator.device if generator is not None else X.device
-    opts = dict(generator=generator, device=gdev, dtype=torch.float64)
-    W1 = torch.randn(count, dprime, hidden, **opts).to(X.device)
-    w2 = torch.randn(count, hidden, **opts).to(X.device) if depth == 3 else None
-    w3 = torch.randn(count, **opts).to(X.device)
-    net = ParallelReLU(X.shape[1], hidden, max(count, 1), depth=depth, bias=bias).double().to(X.device)
-    if count == 0:
-        empty = patterns_of(net, X).select(torch.zeros(0, dtype=torch.long))
-        return empty
-    with torch.no_grad():
-        net.W1.copy_(W1)
-        if w2 is not None:
-            net.w2.copy_(w2)
-        net.w3.copy_(w3)
-    pats = patterns_of(net, X, chunk_size=chunk_size)
-    return pats.select(~pats.is_degenerate()).unique()
-
-
 def concatenate(sets: Iterable[PatternSet]) -> PatternSet:
     """Concatenate pattern sets without removing duplicates."""
     sets = list(sets)
@@ -284,3 +188,8 @@ def concatenate(sets: Iterable[PatternSet]) -> PatternSet:
         torch.cat([p.D1 for p in sets]), D2, torch.cat([p.s for p in sets]),
         torch.cat([p.sig for p in sets]), first.bias,
     )
+
+
+def union(first: PatternSet, *others: PatternSet) -> PatternSet:
+    """Concatenate pattern sets over the same rows and remove duplicates."""
+    return concatenate([first, *others]).unique()
