@@ -26,8 +26,24 @@ UCI_SETS = (
 )
 
 
+class TrainTestSizes:
+    """``n`` and ``d`` of a data set with ``X_train`` rows."""
+
+    X_train: torch.Tensor
+
+    @property
+    def n(self) -> int:
+        """Training rows."""
+        return self.X_train.shape[0]
+
+    @property
+    def d(self) -> int:
+        """Feature columns."""
+        return self.X_train.shape[1]
+
+
 @dataclass
-class Dataset:
+class Dataset(TrainTestSizes):
     """A regression data set split into train and test (float32 tensors on the CPU)."""
 
     name: str
@@ -35,14 +51,6 @@ class Dataset:
     y_train: torch.Tensor
     X_test: torch.Tensor
     y_test: torch.Tensor
-
-    @property
-    def n(self) -> int:
-        return self.X_train.shape[0]
-
-    @property
-    def d(self) -> int:
-        return self.X_train.shape[1]
 
 
 def default_uci_dir() -> Optional[Path]:

@@ -29,6 +29,8 @@ from typing import Optional
 import numpy as np
 import torch
 
+from .data import TrainTestSizes
+
 DEFAULT_DIR = Path("/usr/share/datasets/fashion-mnist")
 ENV_VAR = "LIGHTNING_CONVEX_FASHION_MNIST_DIR"
 PACKAGE = "dataset-fashion-mnist"
@@ -99,7 +101,7 @@ def available(data_dir=None) -> bool:
 
 
 @dataclass
-class FashionMNIST:
+class FashionMNIST(TrainTestSizes):
     """Images as (n, 784) float32 rows, labels as int64 class indices, on the CPU."""
 
     X_train: torch.Tensor
@@ -109,14 +111,6 @@ class FashionMNIST:
     scaling: str = "standardize"
 
     num_classes = len(CLASSES)
-
-    @property
-    def n(self) -> int:
-        return self.X_train.shape[0]
-
-    @property
-    def d(self) -> int:
-        return self.X_train.shape[1]
 
     def targets(self, c: Optional[int] = None, split: str = "train") -> torch.Tensor:
         """One-vs-rest targets: y_c = 1[label = c] (n,), or all ten as one-hot columns (n, 10)."""
