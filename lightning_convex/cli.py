@@ -8,7 +8,37 @@
 from __future__ import annotations
 
 import argparse
+import math
 import sys
+
+from .data import UCI_SETS
+from .solvers import available_solvers
+
+
+def _number(kind, minimum, name):
+    """An argparse type: ``kind`` (int or float) that is finite and >= ``minimum``."""
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {name}") from None
+        if not math.isfinite(value) or value < minimum:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {name}")
+        return value
+    parse.__name__ = name
+    return parse
+
+
+POSITIVE_INT = _number(int, 1, "a positive integer")
+COUNT = _number(int, 0, "a non-negative integer")
+SEED = _number(int, 0, "a non-negative integer seed")
+
+
+def _positive_float(text: str) -> float:
+    value = _number(float, 0.0, "a positive number")(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive number")
+    return value
 
 
 def _demo(args) -> int:
@@ -45,15 +75,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", help="SGD vs hybrid on scikit-learn's diabetes set, with certificates")
     demo.add_argument("--out", default="lightning-convex-demo", help="folder for demo.csv and demo.png")
-    demo.add_argument("--epochs", type=int, default=40)
-    demo.add_argument("--certify-every", type=int, default=10)
-    demo.add_argument("--warm-every", type=int, default=10)
-    demo.add_argument("--branches", type=int, default=10)
-    demo.add_argument("--hidden", type=int, default=3)
-    demo.add_argument("--max-rounds", type=int, default=5, help="active-set rounds per warm start")
-    demo.add_argument("--beta", type=float, default=0.1)
-    demo.add_argument("--seed", type=int, default=0)
-    demo.add_argument("--solver", default="auto")
+    demo.add_argument("--epochs", type=POSITIVE_INT, default=40)
+    demo.add_argument("--certify-every", type=COUNT, default=10, help="0: never")
+    demo.add_argument("--warm-every", type=COUNT, default=10, help="0: never")
+    demo.add_argument("--branches", type=POSITIVE_INT, default=10)
+    demo.add_argument("--hidden", type=POSITIVE_INT, default=3)
+    demo.add_argument("--max-rounds", type=POSITIVE_INT, default=5, help="active-set rounds per warm start")
+    demo.add_argument("--beta", type=_positive_float, default=0.1)
+    demo.add_argument("--seed", type=SEED, default=0)
+    demo.add_argument("--solver", default="auto", choices=available_solvers())
     demo.add_argument("--no-progress", action="store_true", help="hide progress bars")
     demo.set_defaults(func=_demo)
 
@@ -62,22 +92,22 @@ def build_parser() -> argparse.ArgumentParser:
     t1 = which.add_parser("table1", help="the six UCI sets of Table 1")
     t1.add_argument("--data-dir", default=None, help="folder with the UCI sets (default ../shared/data/uci)")
     t1.add_argument("--out", default="table1.csv")
-    t1.add_argument("--epochs", type=int, default=200)
-    t1.add_argument("--seed", type=int, default=0)
-    t1.add_argument("--extra-patterns", type=int, default=50)
-    t1.add_argument("--search", type=int, default=64)
-    t1.add_argument("--solver", default="auto")
-    t1.add_argument("--datasets", nargs="*", default=None)
+    t1.add_argument("--epochs", type=POSITIVE_INT, default=200)
+    t1.add_argument("--seed", type=SEED, default=0)
+    t1.add_argument("--extra-patterns", type=COUNT, default=50)
+    t1.add_argument("--search", type=COUNT, default=64)
+    t1.add_argument("--solver", default="auto", choices=available_solvers())
+    t1.add_argument("--datasets", nargs="*", default=None, choices=UCI_SETS)
     t1.set_defaults(func=_table1)
     f4 = which.add_parser("figure4", help="SGD stalling for small K vs the convex optimum")
     f4.add_argument("--out", default="figure4")
-    f4.add_argument("--K", type=int, nargs="+", default=[1, 2, 5, 10])
-    f4.add_argument("--seeds", type=int, default=5)
-    f4.add_argument("--steps", type=int, default=3000)
-    f4.add_argument("--hybrid-every", type=int, default=500)
-    f4.add_argument("--max-patterns", type=int, default=200_000,
+    f4.add_argument("--K", type=POSITIVE_INT, nargs="+", default=[1, 2, 5, 10])
+    f4.add_argument("--seeds", type=POSITIVE_INT, default=5)
+    f4.add_argument("--steps", type=POSITIVE_INT, default=3000)
+    f4.add_argument("--hybrid-every", type=POSITIVE_INT, default=500)
+    f4.add_argument("--max-patterns", type=POSITIVE_INT, default=200_000,
                     help="largest exhaustive pattern set; above it, sampled patterns (scope stated)")
-    f4.add_argument("--sampled", type=int, default=5000, help="sampled patterns in the fallback")
+    f4.add_argument("--sampled", type=POSITIVE_INT, default=5000, help="sampled patterns in the fallback")
     f4.set_defaults(func=_figure4)
     return parser
 

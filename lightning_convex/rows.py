@@ -15,7 +15,7 @@ from typing import Iterator, Optional
 
 import torch
 
-from ._checks import as_matrix, as_targets
+from ._checks import as_matrix, as_targets, check_float_dtype
 
 #: Rows per chunk in passes over the data: bounds the (K, rows, m) intermediates.
 ROW_CHUNK = 8192
@@ -48,8 +48,11 @@ class Rows:
                 in_features: Optional[int] = None, name: str = "X") -> "Rows":
         """Validate raw ``X`` (n, d) and ``y`` once; a ``Rows`` is checked and converted instead.
 
-        ``in_features`` (when given) must equal X's column count; ``y`` may be ``None``.
+        ``in_features`` (when given) must equal X's column count; ``y`` may be ``None``. Integer
+        input converts straight to float64; ``dtype`` must be a floating dtype.
         """
+        if dtype is not None:
+            check_float_dtype(dtype)
         if isinstance(X, Rows):
             if X.bias != bool(bias):
                 raise ValueError(f"the rows were prepared with bias={X.bias}, expected bias={bool(bias)}")

@@ -199,3 +199,55 @@ def test_enumeration_guards():
         enumerate_patterns(X, hidden=1)
     with pytest.raises(ValueError, match="n=13"):
         enumerate_patterns(torch.randn(13, 2), hidden=1)
+
+
+# ------------------------------------------------------------------------------------------------
+# what a careless call must not do silently (issue 15)
+# ------------------------------------------------------------------------------------------------
+def test_non_optimal_solution_is_refused_unless_asked():
+    X, y, net, pats, prog = make_program(21, bias=True)
+    stopped = lc.solve(prog, solver="clarabel", max_iter=2)
+    assert stopped.status == lc.SolveStatus.ITERATION_LIMIT
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    J_before = lc.objective(net, X, y, prog.beta)
+    with pytest.raises(ValueError, match="not optimal"):
+        net.load_solution_(stopped)
+    with pytest.raises(ValueError, match="not optimal"):
+        lc.load_solution_(net, stopped)
+    assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())
+    # written on request, and the rise of J it causes is reported
+    trial = lc.to_network(stopped, branches=net.branches)
+    assert lc.objective(trial, X, y, prog.beta) > J_before  # this iterate is worse than the network
+    with pytest.warns(UserWarning, match="J rose"):
+        net.load_solution_(stopped, allow_inexact=True)
+    assert not all(torch.equal(before[k], v) for k, v in net.state_dict().items())
+
+
+def test_integer_data_is_converted_straight_to_float64():
+    n, d = 30, 3
+    gen = torch.Generator().manual_seed(0)
+    X = torch.randint(2**25, 2**26, (n, d), generator=gen, dtype=torch.int64)  # above 2^24
+    y = torch.randint(0, 5, (n,), generator=gen)
+    torch.manual_seed(0)
+    net = lc.ParallelReLU(d, 2, 3, bias=True).double()
+    with torch.no_grad():
+        net.W1.mul_(1e-7)
+    assert lc.objective(net, X, y, 0.1) == lc.objective(net, X.double(), y.double(), 0.1)
+    pats = lc.patterns_of(net, X)
+    program = lc.RestrictedProgram(X, y, pats, 0.1)
+    assert program.features.dtype == torch.float64
+    assert torch.equal(program.rows.X, X.double())
+    with pytest.raises(ValueError, match="floating torch dtype"):
+        lc.RestrictedProgram(X, y, pats, 0.1, dtype=torch.int64)
+
+
+def test_forward_names_the_wrong_input():
+    net = lc.ParallelReLU(3, 2, 2)
+    with pytest.raises(TypeError, match="must be a torch.Tensor"):
+        net(np.zeros((4, 3), dtype=np.float32))
+    with pytest.raises(TypeError, match="int64.*float32"):
+        net(torch.zeros(4, 3, dtype=torch.int64))
+    with pytest.raises(TypeError, match="float64.*float32"):
+        net(torch.zeros(4, 3, dtype=torch.float64))
+    with pytest.raises(ValueError, match=r"shape \(n, 3\)"):
+        net(torch.zeros(4, 5))

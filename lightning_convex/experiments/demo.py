@@ -22,7 +22,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from .. import ParallelReLU, ParallelReLURegressor, objective
 from ..callbacks import ActiveSetWarmStart
 from ..data import load_diabetes
-from .recording import RecordingCertificate, pyplot, write_csv
+from .recording import CsvRows, RecordingCertificate, pyplot
 
 COLUMNS = ["method", "epoch", "seconds", "objective", "lower_bound", "gap", "relative_gap"]
 
@@ -94,7 +94,7 @@ def main(out="lightning-convex-demo", epochs=40, certify_every=10, warm_every=10
     data = load_diabetes()
     X, y = data.X_train, data.y_train
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    demo_csv = CsvRows(out / "demo.csv", COLUMNS)  # fails now, before any training, when unwritable
     initial = ParallelReLU(X.shape[1], hidden, branches, bias=True)
     print(f"diabetes (scikit-learn): n = {X.shape[0]}, d = {X.shape[1]} (+ bias), K = {branches}, "
           f"m = {hidden}, beta = {beta}; objectives in the sum form J = 1/2||f(X)-y||^2 + beta R")
@@ -103,6 +103,8 @@ def main(out="lightning-convex-demo", epochs=40, certify_every=10, warm_every=10
         rows, net, seconds = run(method, copy.deepcopy(initial), X, y, beta, epochs, certify_every,
                                  warm_every, batch_size, lr, progress, solver, max_rounds)
         records += rows
+        for row in rows:
+            demo_csv.append(row)
         finals[method] = (objective(net, X, y, beta), seconds)
     print()
     print(f"{'method':<7} {'epoch':>5} {'time(s)':>8} {'J':>12} {'lower bound':>12} {'gap':>10}")
@@ -112,7 +114,7 @@ def main(out="lightning-convex-demo", epochs=40, certify_every=10, warm_every=10
     print()
     for method, (J, seconds) in finals.items():
         print(f"final {method:<7} J = {J:.6f}  ({seconds:.1f} s)")
-    csv_path = write_csv(out / "demo.csv", records, COLUMNS)
+    csv_path = demo_csv.close()
     png_path = plot(records, out / "demo.png")
     print(f"wrote {csv_path} and {png_path}")
     return 0
