@@ -97,6 +97,8 @@ def _run_from(pb: Problem, q: np.ndarray, warm_start, settings: Settings, deadli
     direct = (isinstance(warm_start, Solution) and (pb.norms(q) > 0).any()
               and pb.F(q) <= WARM_GATE * float(warm_start.objective))
     if not direct:
+        # cold: the fixed rounds from the ridge point, whose support is still far from the
+        # optimum's; warm: the point is already near a face, so stop once a round stops paying off
         if warm_start is None:
             return run(pb, q, settings, Limits(deadline, settings.max_iter), settings.irls_rounds)
         return run(pb, q, settings, Limits(deadline, settings.max_iter), settings.warm_irls_rounds,
