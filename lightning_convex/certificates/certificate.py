@@ -47,7 +47,7 @@ from ..model import ParallelReLU, float64_parameters, network_rows, regularizer
 from ..patterns import PatternSet, concatenate, read_branches, sample_patterns
 from ..program import RestrictedProgram
 from ..rows import Rows, RowSync
-from .cone_rows import pattern_chunks
+from .cone_rows import pattern_block, pattern_chunks
 from .dual_point import dual_point as make_dual_point
 from .membership import branch_membership, check_membership
 from .multiplier_fit import default_iterations, fit_multipliers
@@ -243,13 +243,13 @@ def _fitted_bounds(program: RestrictedProgram, g: torch.Tensor, plan: _FitPlan, 
     P, m, d = program.shape
     B = torch.empty(P, dtype=g.dtype, device=g.device)
     seeds = {}
-    Xs = Xf if plan.all_rows or plan.dtype == Xf.dtype else Xf.to(plan.dtype)
+    scoring = None if plan.all_rows else program.with_dtype(plan.dtype)
     ids_local = sync.row_ids(Xf.shape[0], Xf.device)
     for sl in pattern_chunks(P, plan.support * max(m, d)):
         if plan.all_rows:
             rows = all_rows(Xf, S, sync, sl)
         else:
-            rows = support_rows(Xf, Xs, g[sl], S, sl, sync, plan.support, ids_local)
+            rows = support_rows(pattern_block(scoring, sl), g[sl], Xf, sync, plan.support, ids_local)
         B[sl], mu1, mu2 = fit_multipliers(g[sl], rows, S.s[sl], S.sig[sl], plan.iterations, plan.dtype)
         if plan.refine:
             seeds.update(zip(range(sl.start, sl.stop), seed_rows(rows, mu1, mu2, m, d)))
@@ -269,15 +269,6 @@ def _given_multipliers(multipliers, P: int, n_local: int, m: int, device):
     if mu2 is not None:
         mu2 = torch.as_tensor(mu2).to(device=device, dtype=torch.float64).clamp_min(0)
     return mu1, mu2
-
-
-def _first_patterns(program: RestrictedProgram, count: int) -> RestrictedProgram:
-    """The program over the first ``count`` patterns of ``program`` (itself when that is all)."""
-    if count == program.P:
-        return program
-    S = program.patterns
-    head = PatternSet(S.D1[:count], None if S.D2 is None else S.D2[:count], S.s[:count], S.sig[:count], S.bias)
-    return RestrictedProgram(program.rows, None, head, program.beta)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -380,7 +371,8 @@ def certify(
         mu1, mu2 = _given_multipliers(multipliers, P, n_local, m, device)
         Pm = mu1.shape[0]
         if Pm:
-            B[:Pm] = torch.minimum(B[:Pm], pattern_bounds(_first_patterns(program, Pm), dual.v, mu1, mu2, sync))
+            given = pattern_bounds(pattern_block(program, slice(0, Pm)), dual.v, mu1, mu2, sync)
+            B[:Pm] = torch.minimum(B[:Pm], given)
 
     # -- the exact value where B_p limits the bound ---------------------------------------------
     tau, rho_floor = refinement_floor(dual.vy, dual.vv, beta, dual.branch_corr, network.path, contains)

@@ -24,7 +24,7 @@ import torch
 
 from ..program import RestrictedProgram
 from ..rows import RowSync
-from .cone_rows import row_signs, row_weights
+from .cone_rows import pattern_block, row_signs, row_weights
 from .support import SupportRows, top_rows
 
 
@@ -175,7 +175,7 @@ def refine_bounds(program: RestrictedProgram, g, B, floor: float, seeds, sync: R
         refined += 1
         ids, Xr, D1r, D2r = seeds.get(p, none)
         s, sig = S.s[p : p + 1], S.sig[p : p + 1]
-        single = RestrictedProgram(program.rows, None, S.select([p]), program.beta)
+        single = pattern_block(program, slice(p, p + 1))
         for _ in range(rounds):
             D1f, S1, S2 = row_signs(D1r[None], None if D2r is None else D2r[None], s, sig, dtype)
             solved = solve_cutting_plane(g[p].cpu().numpy(), Xr.cpu().numpy(), S1[0].cpu().numpy(),

@@ -15,8 +15,8 @@ from typing import Optional, Tuple
 import torch
 
 from ..patterns import PatternSet
+from ..program import RestrictedProgram
 from ..rows import RowSync
-from .cone_rows import row_signs
 
 
 @dataclass
@@ -94,19 +94,17 @@ def top_rows(sync: RowSync, score, ids, Xc, D1c, D2c, k: int) -> Tuple[torch.Ten
     return sel[0], SupportRows(sel[1], sel[2], sel[3].bool(), D2, False)
 
 
-def support_rows(Xf, Xs, g, S: PatternSet, sl: slice, sync: RowSync, k: int, ids_local) -> SupportRows:
-    """The ``k`` support rows of each pattern ``sl`` of S, chosen by the score of the module doc.
+def support_rows(block: RestrictedProgram, g, Xf, sync: RowSync, k: int, ids_local) -> SupportRows:
+    """The ``k`` support rows of each pattern of ``block``, chosen by the score of the module doc.
 
-    ``Xs`` is ``Xf`` in the fit's precision (the scores only choose rows, so that precision
-    suffices); ``g`` (c, m, d') is A^T v for these patterns; ``ids_local`` the global ids of this
-    process's rows.
+    ``block`` is the program over these patterns, possibly in a lower precision than ``Xf`` (the
+    scores only choose rows, so the fit's precision suffices); ``g`` (c, m, d') is A^T v for
+    them. The score is that of the cone rows G q at q = g: sum_j relu(-(G g)_ij)^2 (plus the
+    second-layer row). ``ids_local`` are the global ids of this process's rows.
     """
-    dtype = Xs.dtype
-    c = sl.stop - sl.start
-    D2 = None if S.D2 is None else S.D2[sl]
-    D1f, S1, S2 = row_signs(S.D1[sl], D2, S.s[sl], S.sig[sl], dtype)
-    H = torch.einsum("nd,cmd->cnm", Xs, g.to(dtype))
-    score = torch.relu(-S1 * H).square().sum(dim=2)
-    if S2 is not None:
-        score = score + torch.relu(-S2 * (D1f * H).sum(dim=2)).square()
-    return top_rows(sync, score, ids_local[None].expand(c, -1), Xf, S.D1[sl], D2, k)[1]
+    R1, R2 = block.cone_rows(g)
+    score = torch.relu(-R1).square().sum(dim=2)
+    if R2 is not None:
+        score = score + torch.relu(-R2).square()
+    S = block.patterns
+    return top_rows(sync, score, ids_local[None].expand(len(S), -1), Xf, S.D1, S.D2, k)[1]
