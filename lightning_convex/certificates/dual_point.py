@@ -23,10 +23,6 @@ from scipy.optimize import minimize
 
 from ..rows import RowSync
 
-#: The dual points :func:`dual_point` offers.
-DUAL_POINTS = ("scaled", "network")
-
-
 class DualPoint(NamedTuple):
     """v (n_local,) with the full-data sums v.y and ||v||^2 and v . f_k per branch (K,)."""
 
