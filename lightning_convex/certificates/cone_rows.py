@@ -10,14 +10,13 @@ form (MATH.md section 3):
     second-layer row i:       sig_p (2 D2_pi - 1) sum_j D1_pij x_i . q_pj >= 0
 
 and G^T mu in row form, s (2 D1 - 1) mu1 + sig (2 D2 - 1) D1 mu2, whose product with the rows
-gives the (m, d') block of G^T mu.
+gives the (m, d') block of G^T mu (both formulas live in :mod:`lightning_convex.program`:
+``row_signs``, ``row_weights``).
 """
 
 from __future__ import annotations
 
-from typing import Iterator, Optional
-
-import torch
+from typing import Iterator
 
 from ..patterns import PatternSet
 from ..program import RestrictedProgram
@@ -44,25 +43,3 @@ def pattern_block(program: RestrictedProgram, sl: slice) -> RestrictedProgram:
     S = program.patterns
     block = PatternSet(S.D1[sl], None if S.D2 is None else S.D2[sl], S.s[sl], S.sig[sl], S.bias)
     return RestrictedProgram(program.rows, None, block, program.beta, dtype=program.dtype)
-
-
-def row_signs(D1: torch.Tensor, D2: Optional[torch.Tensor], s: torch.Tensor, sig: torch.Tensor, dtype):
-    """(D1 as float (c, k, m), S1 = s (2 D1 - 1), S2 = sig (2 D2 - 1) (c, k) or None).
-
-    ``D1`` bool (c, k, m) and ``D2`` bool (c, k) or None are the patterns' masks on the chosen
-    rows, ``s`` (c, m) and ``sig`` (c,) their signs.
-    """
-    D1f = D1.to(dtype)
-    S1 = s.to(dtype)[:, None, :] * (2 * D1f - 1)
-    if D2 is None:
-        return D1f, S1, None
-    S2 = sig.to(dtype)[:, None] * (2 * D2.to(dtype) - 1)
-    return D1f, S1, S2
-
-
-def row_weights(D1f, S1, S2, mu1, mu2):
-    """G^T mu in row form: S1 mu1 + S2 D1 mu2, shape (c, k, m); ``mu2`` may be None."""
-    W = S1 * mu1
-    if S2 is not None and mu2 is not None:
-        W = W + (S2 * mu2)[:, :, None] * D1f
-    return W

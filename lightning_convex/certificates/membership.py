@@ -12,7 +12,8 @@ import torch
 
 from ..patterns import PatternSet
 from ..rows import ROW_CHUNK, RowSync
-from .cone_rows import pattern_chunks, row_signs
+from ..program import row_signs
+from .cone_rows import pattern_chunks
 
 
 @torch.no_grad()

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import torch
 
-from .cone_rows import row_signs, row_weights
+from ..program import row_signs, row_weights
 from .support import SupportRows
 
 

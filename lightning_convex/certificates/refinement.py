@@ -24,7 +24,8 @@ import torch
 
 from ..program import RestrictedProgram
 from ..rows import RowSync
-from .cone_rows import pattern_block, row_signs, row_weights
+from ..program import row_signs, row_weights
+from .cone_rows import pattern_block
 from .support import SupportRows, top_rows
 
 
