@@ -263,7 +263,7 @@ def test_checkpoint_resumes_exactly(tmp_path, when):
         trainer.fit(model, train)
     ckpt = tmp_path / "crashed" / "epoch=3.ckpt"
     assert ckpt.exists()
-    saved = torch.load(ckpt, weights_only=True)["callbacks"]["ActiveSetWarmStart"]
+    saved = torch.load(ckpt, weights_only=True)["callbacks"][callback.state_key]
     assert saved["latest_epoch"] == (3 if when == "after" else 1)
 
     trainer, model, resumed_cb, train = _resume_setup(tmp_path, "resumed", when)
