@@ -17,16 +17,10 @@ from lightning_convex._compat import namespace
 from lightning_convex.callbacks import ActiveSetWarmStart, ConvexCertificate
 from lightning_convex.regressor import regressor_class
 
+from hybrid_ddp_job import teacher_data
+
 BETA = 0.1
 pl = namespace("pytorch_lightning")
-
-
-def teacher_data(n=40, d=3, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    X = torch.randn(n, d, generator=g)
-    W = torch.randn(2, d, generator=g)
-    y = torch.relu(X @ W[0]) - 0.5 * torch.relu(X @ W[1]) + 0.1 * torch.randn(n, generator=g)
-    return X, y
 
 
 def make_model(seed=0):
