@@ -26,6 +26,27 @@ from .patterns.set import PatternSet
 from .rows import ENTRY_CHUNK, Rows
 
 
+def row_signs(D1: torch.Tensor, D2: Optional[torch.Tensor], s: torch.Tensor, sig: torch.Tensor, dtype):
+    """The cone-row signs of c patterns on k rows (all rows, or rows chosen per pattern).
+
+    ``D1`` bool (c, k, m), ``D2`` bool (c, k) or None, ``s`` (c, m), ``sig`` (c,). Returns
+    (D1 as float, S1 = s (2 D1 - 1) (c, k, m), S2 = sig (2 D2 - 1) (c, k) or None).
+    """
+    D1f = D1.to(dtype)
+    S1 = s.to(dtype)[:, None, :] * (2 * D1f - 1)
+    if D2 is None:
+        return D1f, S1, None
+    return D1f, S1, sig.to(dtype)[:, None] * (2 * D2.to(dtype) - 1)
+
+
+def row_weights(D1f, S1, S2, mu1, mu2):
+    """G^T mu in row form, S1 mu1 + S2 D1 mu2 (c, k, m): its product with the rows is G^T mu."""
+    W = S1 * mu1
+    if S2 is not None and mu2 is not None:
+        W = W + (S2 * mu2)[:, :, None] * D1f
+    return W
+
+
 class RestrictedProgram:
     """The restricted convex program over ``patterns`` for data (X, y) and weight ``beta``.
 
@@ -129,12 +150,8 @@ class RestrictedProgram:
     def _signs(self, sl):
         """First-layer row signs s_pj (2 D1_pj - 1), (c, n, m), and second-layer sig_p (2 D2_p - 1)."""
         pats = self.patterns
-        D1 = pats.D1[sl].to(self.dtype)
-        S1 = pats.s[sl].to(self.dtype)[:, None, :] * (2 * D1 - 1)
-        if pats.D2 is None:
-            return D1, S1, None
-        S2 = pats.sig[sl].to(self.dtype)[:, None] * (2 * pats.D2[sl].to(self.dtype) - 1)
-        return D1, S1, S2
+        return row_signs(pats.D1[sl], None if pats.D2 is None else pats.D2[sl], pats.s[sl], pats.sig[sl],
+                         self.dtype)
 
     def check_variable(self, Q) -> torch.Tensor:
         Q = torch.as_tensor(Q, device=self.device).to(self.dtype)
@@ -186,10 +203,8 @@ class RestrictedProgram:
         out = torch.empty(self.shape, dtype=self.dtype, device=self.device)
         for sl in self._pattern_chunks():
             D1, S1, S2 = self._signs(sl)
-            W = S1 * mu1[sl]
-            if S2 is not None and mu2 is not None:
-                mu2c = torch.as_tensor(mu2, device=self.device).to(self.dtype)[sl]
-                W = W + (S2 * mu2c)[:, :, None] * D1
+            mu2c = None if mu2 is None else torch.as_tensor(mu2, device=self.device).to(self.dtype)[sl]
+            W = row_weights(D1, S1, S2, mu1[sl], mu2c)
             out[sl] = torch.einsum("nd,pnm->pmd", self.features, W)
         return out
 

@@ -124,10 +124,10 @@ class Rows:
 class RowSync:
     """How a computation combines rows split over processes; this base class is one process.
 
-    A distributed subclass (``lightning_convex.callbacks``' strategy sync) all-reduces in
-    :meth:`sum` / :meth:`max`, concatenates every rank's tensor along dim 0 in rank order in
-    :meth:`cat` (lengths may differ), and numbers rows globally in :meth:`row_ids`. Every rank
-    must make the same calls in the same order.
+    A distributed subclass (:class:`lightning_convex.callbacks._strategy_sync.StrategySync`)
+    all-reduces in :meth:`sum` / :meth:`max`, concatenates every rank's tensor along dim 0 in
+    rank order in :meth:`cat` (lengths may differ), and numbers rows globally in
+    :meth:`row_ids`. Every rank must make the same calls in the same order.
     """
 
     def sum(self, tensor: torch.Tensor) -> torch.Tensor:

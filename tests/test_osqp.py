@@ -173,6 +173,44 @@ def test_checked_nnls_is_optimal():
         assert w.max() <= 1e-6 and np.abs(w[x > 0]).max(initial=0.0) <= 1e-6
 
 
+def test_status_map_covers_every_osqp_status():
+    """Every status OSQP can report has a row in the table, and the table has no other rows."""
+    import osqp
+
+    from lightning_convex.solvers.osqp_backend import STATUS_MAP
+
+    assert set(STATUS_MAP) == set(osqp.SolverStatus.__members__)
+    assert all(isinstance(status, SolveStatus) for status in STATUS_MAP.values())
+
+
+_UNUSABLE_OSQP = ["OSQP_PRIMAL_INFEASIBLE", "OSQP_PRIMAL_INFEASIBLE_INACCURATE", "OSQP_DUAL_INFEASIBLE",
+                  "OSQP_DUAL_INFEASIBLE_INACCURATE", "OSQP_TIME_LIMIT_REACHED", "OSQP_NON_CVX",
+                  "OSQP_SIGINT", "OSQP_UNSOLVED"]
+
+
+@pytest.mark.parametrize("raw", _UNUSABLE_OSQP)
+def test_inner_osqp_failure_status_comes_from_the_table(raw, monkeypatch):
+    """Every inner QP reports ``raw`` and no point: on this program the active-set moves need a
+    joint QP step, so the run stops with the table's status for ``raw`` and its best feasible point."""
+    import types
+
+    import osqp
+
+    from lightning_convex.solvers.osqp_backend import STATUS_MAP
+
+    def failing_solve(self, raise_error=False):
+        info = types.SimpleNamespace(iter=0, status_val=osqp.SolverStatus[raw].value)
+        return types.SimpleNamespace(x=None, y=None, info=info)
+
+    monkeypatch.setattr(osqp.OSQP, "solve", failing_solve)
+    prog, _ = _program(seed=0)
+    sol = solve(prog, solver="osqp")
+    assert sol.status == STATUS_MAP[raw] and not sol.is_optimal
+    if STATUS_MAP[raw] != SolveStatus.TIME_LIMIT:
+        assert sol.info["osqp_failure"] == STATUS_MAP[raw].value
+    assert np.isfinite(sol.objective) and sol.constraint_violation <= 1e-9 * max(1.0, float(prog.y.abs().max()))
+
+
 @pytest.mark.parametrize("depth", [3, 2])
 def test_warm_start_from_network(depth):
     prog, net = _program(depth=depth, K=5 if depth == 2 else 4, seed=9)
