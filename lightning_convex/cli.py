@@ -12,6 +12,7 @@ import math
 import sys
 
 from .data import UCI_SETS
+from .experiments import demo, figure4, table1
 from .solvers import available_solvers
 
 
@@ -42,8 +43,6 @@ def _positive_float(text: str) -> float:
 
 
 def _demo(args) -> int:
-    from .experiments import demo
-
     return demo.main(out=args.out, epochs=args.epochs, certify_every=args.certify_every,
                      warm_every=args.warm_every, beta=args.beta, branches=args.branches,
                      hidden=args.hidden, seed=args.seed, solver=args.solver, max_rounds=args.max_rounds,
@@ -51,16 +50,12 @@ def _demo(args) -> int:
 
 
 def _table1(args) -> int:
-    from .experiments import table1
-
     return table1.main(data_dir=args.data_dir, out=args.out, epochs=args.epochs, seed=args.seed,
                        extra_patterns=args.extra_patterns, search=args.search, solver=args.solver,
                        datasets=args.datasets)
 
 
 def _figure4(args) -> int:
-    from .experiments import figure4
-
     return figure4.main(out=args.out, Ks=tuple(args.K), seeds=args.seeds, steps=args.steps,
                         hybrid_every=args.hybrid_every, max_patterns=args.max_patterns,
                         sampled=args.sampled)

@@ -182,7 +182,8 @@ def test_failed_solver_leaves_weights_and_warns(monkeypatch):
 
 def test_weight_decay_is_refused():
     X, y = teacher_data()
-    model = model_for(X, K=4, m=3, optimizer="adamw")  # AdamW's default weight_decay is 0.01
+    model = model_for(X, K=4, m=3)
+    model.configure_optimizers = lambda: torch.optim.AdamW(model.parameters(), lr=1e-2, weight_decay=0.01)
     trainer = quiet_trainer(max_epochs=1, callbacks=[ActiveSetWarmStart(verbose=False)])
     with pytest.raises(ValueError, match="weight_decay"):
         trainer.fit(model, loader(X, y))

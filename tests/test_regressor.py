@@ -77,6 +77,6 @@ def test_logged_epoch_objective_is_J(style, regularization):
         warnings.simplefilter("ignore")
         trainer = namespace(style).Trainer(**trainer_kwargs)
         trainer.fit(module, DataLoader(TensorDataset(X, y), batch_size=BATCH))
-    assert module.n_train == N
+    assert module.n_train is None and module._training_size() == N  # read from the dataloader
     J = reference_J(net, X, y)
     assert abs(float(trainer.callback_metrics["train/objective"]) - J) <= 1e-5 * J

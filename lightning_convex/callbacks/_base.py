@@ -31,6 +31,12 @@ class ConvexCallback(_Callback):
     what it does through :meth:`_run`. The base keeps the index of the latest point acted on,
     so a point is never handled twice and a resumed fit knows what it already did.
 
+    Every new fit starts from a fresh state (an instance can serve several fits); a fit resumed
+    from a checkpoint restores it. A checkpoint written at an epoch end before this callback
+    acted there (``ModelCheckpoint`` saving at validation end, which Lightning runs before the
+    training-epoch-end hooks) gets that point replayed when training resumes, logged under its
+    own epoch, so the resumed fit logs what an uninterrupted one does.
+
     Args:
         every_n_epochs: act after every this many training epochs (``None`` or 0: never by epochs).
         every_n_train_steps: act after every this many optimizer steps (``None`` or 0: never by
@@ -52,6 +58,15 @@ class ConvexCallback(_Callback):
         self._latest_step = 0
         self._shard: Optional[Tuple[torch.Tensor, torch.Tensor]] = None
         self._shard_key = None
+        # the epoch of a point being replayed on resume (its values are logged under it)
+        self._replay_epoch: Optional[int] = None
+
+    def _reset(self) -> None:
+        """Forget the previous fit (called when a fit begins, before any checkpoint restores
+        state); subclasses reset their own state too and call ``super()._reset()``."""
+        self._latest_epoch = -1
+        self._latest_step = 0
+        self._shard = self._shard_key = None
 
     @property
     def state_key(self) -> str:
@@ -84,17 +99,30 @@ class ConvexCallback(_Callback):
     def setup(self, trainer, pl_module, stage: str) -> None:
         """Called when fit, validate, test or predict begins.
 
-        For fit: finds the module's single ``ParallelReLU`` and ``beta``, so that a misconfigured
-        module fails before training rather than at the first point acted on.
+        For fit: forgets any previous fit's state (a checkpoint restores it afterwards) and finds
+        the module's single ``ParallelReLU`` and ``beta``, so that a misconfigured module fails
+        before training rather than at the first point acted on.
         """
         if stage == "fit":
+            self._reset()
             self._network(pl_module)
 
     def on_train_start(self, trainer, pl_module) -> None:
-        """Called when training begins, after the optimizers exist: refuses an optimizer that
-        applies weight decay to the network's first layer (a different objective, MATH.md
-        section 1)."""
+        """Called when training begins, after the optimizers exist and any checkpoint is restored.
+
+        Refuses an optimizer that applies weight decay to the network's first layer (a different
+        objective, MATH.md section 1), and replays the point at the end of the previous epoch when
+        the checkpoint this fit resumed from was written before it.
+        """
         check_no_weight_decay(trainer, find_network(pl_module))
+        previous = int(trainer.current_epoch) - 1
+        if previous >= 0 and previous > self._latest_epoch and self._is_due(trainer, epoch_idx=previous):
+            self._latest_epoch = previous
+            self._replay_epoch = previous
+            try:
+                self._run(trainer, pl_module, epoch_idx=previous)
+            finally:
+                self._replay_epoch = None
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
         """Called when a training batch ends: acts when :meth:`_is_due` says so for the last
@@ -160,6 +188,23 @@ class ConvexCallback(_Callback):
     def _sync(trainer) -> StrategySync:
         """How this fit's row shards combine (the identity on one process)."""
         return StrategySync(trainer)
+
+    def _log(self, trainer, pl_module, values: Dict[str, float], on_step: bool, prog_bar: bool = False) -> None:
+        """Log ``values`` (name -> float) through Lightning: per step after an optimizer step,
+        per epoch at an epoch end. A replayed epoch-end point is written to the loggers under
+        its own epoch and the step count that epoch ended at, as the uninterrupted fit wrote it
+        (``self.log`` there would file it under the epoch being started)."""
+        if self._replay_epoch is None:
+            for name, value in values.items():
+                pl_module.log(name, torch.tensor(float(value), dtype=torch.float64), on_step=on_step,
+                              on_epoch=not on_step, prog_bar=prog_bar, logger=True, batch_size=1,
+                              sync_dist=False)
+            return
+        metrics = {name: float(value) for name, value in values.items()}
+        trainer.callback_metrics.update({k: torch.tensor(v, dtype=torch.float64) for k, v in metrics.items()})
+        step = int(getattr(trainer.fit_loop.epoch_loop, "_batches_that_stepped", trainer.global_step))
+        for logger in trainer.loggers:
+            logger.log_metrics({**metrics, "epoch": float(self._replay_epoch)}, step=step)
 
     @staticmethod
     def _report(message: str, warn: bool = False) -> None:

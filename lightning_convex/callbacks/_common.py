@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Optional, Tuple
 
 import torch
-from torch.utils.data import DataLoader, Dataset, TensorDataset
+from torch.utils.data import DataLoader, Dataset, IterableDataset, TensorDataset
 
 from .._checks import check_beta
 from ..model import ParallelReLU
@@ -116,6 +116,11 @@ def training_shard(trainer, pl_module, data=None) -> Tuple[torch.Tensor, torch.T
         dataset = loader.dataset
     else:
         dataset = _as_dataset(data)
+    if isinstance(dataset, IterableDataset) or not hasattr(dataset, "__len__"):
+        raise ValueError(
+            f"the training set is a {type(dataset).__name__} without random access: the convex "
+            "callbacks read every row at once; pass data=(X, y) (or a map-style Dataset) to the callback"
+        )
     rank, size = world(trainer)
     index = torch.arange(rank, len(dataset), size)
     X, y = _stack(dataset, index)

@@ -50,9 +50,10 @@ class ActiveSetWarmStart(ConvexCallback):
     Guarantees: J never rises (after <= before at every warm start: a failed, inaccurate or worse
     solve leaves the network untouched and says so); every rank ends with the same weights; a
     checkpoint taken after a warm start resumes exactly (the state is plain values and the
-    sampling generator's state; a checkpoint taken before the warm start of its epoch, e.g. by a
-    callback listed before this one that saves at the epoch end, gets that warm start replayed on
-    resume).
+    sampling generator's state; a checkpoint taken before the warm start of its epoch, e.g. by
+    ``ModelCheckpoint`` at validation end, gets that warm start replayed on resume and logged
+    under its own epoch); each new fit starts afresh (the generator re-seeded, the history
+    cleared) unless it resumes from a checkpoint.
 
     Spare branches: branches the solution leaves unused become exactly zero, and an exactly-zero
     branch never revives under SGD (its gradients vanish). ``spare="zero"`` (default) keeps them
@@ -144,6 +145,11 @@ class ActiveSetWarmStart(ConvexCallback):
         #: One dict of plain values per warm start (epoch, step, before, after, rounds, ...).
         self.history: List[Dict[str, Any]] = []
 
+    def _reset(self) -> None:
+        super()._reset()
+        self._generator = torch.Generator().manual_seed(self.seed)
+        self.history = []
+
     # -- policy ----------------------------------------------------------------------------------
     def should_update(self, step_idx: Optional[int] = None, epoch_idx: Optional[int] = None) -> bool:
         """Called after every optimizer step and after every training epoch: whether to warm start.
@@ -166,25 +172,6 @@ class ActiveSetWarmStart(ConvexCallback):
             return True
         # the fit's last epoch ends at a fixed point with at_train_end
         return epoch_idx is not None and self.at_train_end and self._is_last_epoch(trainer, epoch_idx)
-
-    # -- hooks -----------------------------------------------------------------------------------
-    def on_train_start(self, trainer, pl_module) -> None:
-        """Called when training begins.
-
-        Checks the optimizer applies no weight decay to the network (MATH.md section 1), and, in a
-        fit resumed from a checkpoint written at an epoch end but before that epoch's warm start
-        (``ModelCheckpoint`` always runs after the other callbacks, but a user callback listed
-        before this one may save earlier), performs that warm start now, so that the resumed run
-        matches an uninterrupted one.
-
-        Args:
-            trainer: the current Trainer.
-            pl_module: the current LightningModule.
-        """
-        super().on_train_start(trainer, pl_module)
-        previous = int(trainer.current_epoch) - 1
-        if previous >= 0 and previous > self._latest_epoch and self._is_due(trainer, epoch_idx=previous):
-            self._warm_start(trainer, pl_module, epoch_idx=previous, final=False)
 
     def state_dict(self) -> Dict[str, Any]:
         """Called when saving a checkpoint.
@@ -240,7 +227,12 @@ class ActiveSetWarmStart(ConvexCallback):
                     del optimizer.state[param]
 
     def _run(self, trainer, pl_module, step_idx: Optional[int] = None, epoch_idx: Optional[int] = None) -> None:
-        final = self._is_last_step(trainer) if step_idx is not None else self._is_last_epoch(trainer, epoch_idx)
+        if self._replay_epoch is not None:
+            final = False  # a replayed point is never the end of the fit: training follows
+        elif step_idx is not None:
+            final = self._is_last_step(trainer)
+        else:
+            final = self._is_last_epoch(trainer, epoch_idx)
         self._warm_start(trainer, pl_module, step_idx=step_idx, epoch_idx=epoch_idx, final=final)
 
     def _warm_start(self, trainer, pl_module, step_idx: Optional[int] = None,
@@ -285,16 +277,14 @@ class ActiveSetWarmStart(ConvexCallback):
 
         on_step = step_idx is not None
         status_code = STATUS_CODES.index(summary["status"]) if summary["status"] in STATUS_CODES else -1
-        for name, value in (
-            ("convex/warmstart_before", summary["before"]),
-            ("convex/warmstart_after", summary["after"]),
-            ("convex/warmstart_rounds", float(summary["rounds"])),
-            ("convex/warmstart_solver_seconds", summary["solver_seconds"]),
-            ("convex/warmstart_status", float(status_code)),
-            ("convex/warmstart_converged", float(summary["converged"])),
-        ):
-            pl_module.log(name, value, on_step=on_step, on_epoch=not on_step, batch_size=1,
-                          sync_dist=False)
+        self._log(trainer, pl_module, {
+            "convex/warmstart_before": summary["before"],
+            "convex/warmstart_after": summary["after"],
+            "convex/warmstart_rounds": summary["rounds"],
+            "convex/warmstart_solver_seconds": summary["solver_seconds"],
+            "convex/warmstart_status": status_code,
+            "convex/warmstart_converged": float(summary["converged"]),
+        }, on_step=on_step)
         where = f"step {step_idx + 1}" if on_step else f"epoch {epoch_idx}"
         if self.verbose:
             for message in summary["messages"]:

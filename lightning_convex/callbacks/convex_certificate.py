@@ -98,6 +98,13 @@ class ConvexCertificate(ConvexCallback):
         self._num_certificates = 0
         self._told = False
 
+    def _reset(self) -> None:
+        super()._reset()
+        self.last_certificate = None
+        self._last_metrics = {}
+        self._num_certificates = 0
+        self._told = False
+
     # -- policy ---------------------------------------------------------------------------------
     def should_certify(self, step_idx: Optional[int] = None, epoch_idx: Optional[int] = None) -> bool:
         """Called after every optimizer step and after every training epoch to decide whether to
@@ -123,13 +130,13 @@ class ConvexCertificate(ConvexCallback):
     def on_train_start(self, trainer, pl_module) -> None:
         """Called when training begins, after the optimizers exist.
 
-        Refuses an optimizer that applies weight decay to the network's first layer, and reads
-        (then caches) this rank's unpadded shard of the training set, checking it is finite.
+        Reads (then caches) this rank's unpadded shard of the training set, checking it is
+        finite; then the base's checks and resume replay (see :class:`ConvexCallback`).
         """
-        super().on_train_start(trainer, pl_module)
         X, y = self._training_shard(trainer, pl_module)
         if not (bool(torch.isfinite(X).all()) and bool(torch.isfinite(y).all())):
             raise ValueError("the training set contains NaN or inf entries: the certificate needs finite data")
+        super().on_train_start(trainer, pl_module)
 
     def on_certificate(self, trainer, pl_module, certificate: Certificate, on_step: bool) -> None:
         """Called with every new certificate (on every rank, with equal values).
@@ -138,11 +145,8 @@ class ConvexCertificate(ConvexCallback):
         ``convex/relative_gap`` and, after a search, ``convex/max_violation``. Override it to do
         more (keep calling ``super()`` to keep the logging).
         """
-        for name, value in certificate.metrics().items():
-            pl_module.log(
-                f"convex/{name}", torch.tensor(value, dtype=torch.float64), on_step=on_step,
-                on_epoch=not on_step, prog_bar=self.prog_bar, logger=True, sync_dist=False,
-            )
+        values = {f"convex/{name}": value for name, value in certificate.metrics().items()}
+        self._log(trainer, pl_module, values, on_step=on_step, prog_bar=self.prog_bar)
 
     # -- checkpointing ----------------------------------------------------------------------------
     def state_dict(self) -> dict:

@@ -12,6 +12,7 @@ network's own active set (MATH.md section 8): the lower bound is on OPT(S(theta)
 from __future__ import annotations
 
 import copy
+import sys
 import time
 import warnings
 from pathlib import Path
@@ -34,6 +35,9 @@ def _quiet_lightning():
         logging.getLogger(name).setLevel(logging.ERROR)
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
     warnings.filterwarnings("ignore", message=".*LitLogger.*")
+    warnings.filterwarnings("ignore", message=".*but have no logger configured.*")
+    warnings.filterwarnings("ignore", message=".*LeafSpec.*")
+    warnings.filterwarnings("ignore", message=".*defined a `validation_step` but have no `val_dataloader`.*")
 
 
 def run(method: str, net: ParallelReLU, X, y, beta: float, epochs: int, certify_every: int,
@@ -50,6 +54,9 @@ def run(method: str, net: ParallelReLU, X, y, beta: float, epochs: int, certify_
     module = ParallelReLURegressor(net, beta, lr=lr)
     loader = DataLoader(TensorDataset(X, y), batch_size=batch_size, shuffle=True,
                         generator=torch.Generator().manual_seed(0))
+    if progress and not sys.stdout.isatty():
+        # a log file, not a terminal: one bar per epoch, refreshed once, instead of a frame per batch
+        callbacks.append(pl.callbacks.TQDMProgressBar(refresh_rate=len(loader), leave=True))
     trainer = pl.Trainer(
         max_epochs=epochs, callbacks=callbacks, logger=False, enable_checkpointing=False,
         enable_model_summary=False, enable_progress_bar=progress, accelerator="cpu", devices=1,
