@@ -4,8 +4,8 @@
 The rule ``choose_formulation`` uses (hessian when N = P m d' <= 4 n) rests on this: the LDL fill
 of the hessian form is dense in N, that of the residual form grows with n. Programs: the patterns
 of a network (K = 10, m = 7, bias, path norm, beta = 0.1) after 200 full-batch Adam steps on
-scikit-learn's diabetes set (n = 354 training rows, N = 770) and on the UCI acute-inflammation
-set (n = 60, N = 490) and breast-tissue (n = 53, N = 700).
+scikit-learn's diabetes set (n = 354 training rows), on the UCI acute-inflammation and
+breast-tissue sets, and on synthetic data with n = 2000, d = 10 (a ReLU teacher plus noise).
 
 Usage:
     python benchmarks/clarabel_formulations.py [--repeats R]
@@ -19,6 +19,7 @@ import statistics
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import torch
 
@@ -49,6 +50,11 @@ def main() -> None:
     torch.set_num_threads(1)
     sets = [("diabetes", load_diabetes())] + [(name, load_uci(name)) for name in
                                               ("acute-inflammation", "breast-tissue")]
+    g = torch.Generator().manual_seed(0)
+    X = torch.randn(2000, 10, generator=g, dtype=torch.float64)
+    w = torch.randn(10, generator=g, dtype=torch.float64)
+    y = torch.relu(X @ w) - 0.5 * torch.relu(-X @ w) + 0.1 * torch.randn(2000, generator=g, dtype=torch.float64)
+    sets.append(("synthetic n=2000 d=10", SimpleNamespace(X_train=X, y_train=y)))
     print(f"# {platform.processor() or platform.machine()}, torch threads 1, repeats {args.repeats}")
     print("| data | n | N = P m d' | hessian s | residual s | objective difference |")
     print("|---|---|---|---|---|---|")
