@@ -49,13 +49,13 @@ def _soc_block(num_groups: int, d: int, t_offset: int, nvar: int) -> sp.csr_matr
 
 
 def choose_formulation(program: RestrictedProgram) -> str:
-    """``"hessian"`` (dense A^T A, no residual variable) when N = P m d' <= n, else ``"residual"``.
+    """``"hessian"`` (dense A^T A, no residual variable) when N = P m d' <= 2 n, else ``"residual"``.
 
     The LDL fill of the hessian form is dense in N; the residual form adds n variables whose
     fill grows with n. ``benchmarks/clarabel_formulations.py`` (BENCHMARKS.md, "Clarabel's two
     formulations") times both on programs on either side of the rule.
     """
-    return "hessian" if program.num_variables <= program.n else "residual"
+    return "hessian" if program.num_variables <= 2 * program.n else "residual"
 
 
 def socp_data(program: RestrictedProgram, formulation: str = "auto"):
