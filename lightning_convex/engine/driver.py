@@ -1,0 +1,250 @@
+"""``engine.solve``: the restricted program at scale, stopping on its own certified gap.
+
+The loop runs a method (:mod:`.admm` by default) in whitened coordinates (:mod:`.operators`),
+reads the MATH.md section-5 bound of an iterate every ``check_every`` iterations
+(:func:`~.certify.iterate_bound`), and stops when that bound certifies ``tol``, when the time
+limit is near, or when a callback asks. The point it returns is then certified again from
+scratch in float64 on the program itself (:func:`~.certify.program_certificate`), after a
+feasibility repair (:func:`~.certify.repair`); only that final certificate decides the status:
+
+* ``OPTIMAL``: certified relative gap <= ``tol`` with cone violation <= ``tol`` (relative);
+* ``TIME_LIMIT`` / ``ITERATION_LIMIT``: the limit came first; the best certified iterate is
+  returned with its multipliers, so a later call can continue from it;
+* ``NUMERICAL_ERROR``: the iterate stopped being finite (the last finite point is returned).
+
+Everything in the loop stays on the program's device (no host copies but scalar reads at checks);
+the deadline is read after every iteration, so the limit is honoured within one iteration plus the
+final certificate.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from typing import Callable, Optional
+
+import torch
+
+from ..model import ParallelReLU
+from ..program import RestrictedProgram
+from ..reconstruct import network_variable
+from ..solution import Solution, SolveStatus
+from .admm import Admm
+from .pdhg import Pdhg
+from .certify import Bound, iterate_bound, program_certificate, repair
+from .operators import Operators
+
+METHODS = {"admm": Admm, "pdhg": Pdhg}
+#: the loop stops for a final certificate once the iterate's bound reaches tol * STOP_MARGIN
+#: (the final float64 recomputation and the repair move the gap a little)
+STOP_MARGIN = 0.8
+DEFAULT_CHECK_EVERY = 25
+#: a feasibility repair is kept when it raises J by at most this fraction of tol * J
+REPAIR_BUDGET = 0.1
+
+
+def _same_patterns(a, b) -> bool:
+    if a is b:
+        return True
+    if (len(a), a.n, a.hidden, a.depth, a.bias) != (len(b), b.n, b.hidden, b.depth, b.bias):
+        return False
+    b = b.to(a.device)
+    same_d2 = a.D2 is None or torch.equal(a.D2, b.D2)
+    return same_d2 and torch.equal(a.D1, b.D1) and torch.equal(a.s, b.s) and torch.equal(a.sig, b.sig)
+
+
+@torch.no_grad()
+def starting_point(program: RestrictedProgram, warm_start, multipliers=None):
+    """(Q0 float64 (P, m, d'), multipliers (mu1 (P, n, m), mu2 (P, n)) or None, info) from
+    ``warm_start``: a :class:`Solution` over the same patterns (Q and its multipliers), the
+    :class:`ParallelReLU` the patterns came from (its convex variable, MATH.md section 2), a
+    tensor Q (P, m, d'), or ``None`` (Q = 0). Explicit ``multipliers`` override a Solution's."""
+    info = {}
+    mult = None
+    if warm_start is None:
+        Q = torch.zeros(program.shape, dtype=torch.float64, device=program.device)
+        info["warm_start"] = "none"
+    elif isinstance(warm_start, Solution):
+        if not _same_patterns(program.patterns, warm_start.program.patterns):
+            raise ValueError("warm_start is a Solution over a different pattern set than the program's")
+        Q = warm_start.Q.to(device=program.device, dtype=torch.float64)
+        mult = warm_start.multipliers
+        info["warm_start"] = "solution"
+    elif isinstance(warm_start, ParallelReLU):
+        net = warm_start
+        if net.W1.device != program.device:
+            net = copy.deepcopy(net).to(program.device)  # move the small network, never the data
+        Q, dropped = network_variable(net, program.rows, program.patterns, count_dropped=True)
+        info.update(warm_start="network", warm_start_dropped_branches=dropped)
+    elif isinstance(warm_start, torch.Tensor):
+        Q = program.check_variable(warm_start).double()
+        info["warm_start"] = "variable"
+    else:
+        raise TypeError(f"warm_start must be a Solution, a ParallelReLU, a (P, m, d') tensor Q or None, "
+                        f"got {type(warm_start).__name__}")
+    if tuple(Q.shape) != program.shape:
+        raise ValueError(f"the warm start has shape {tuple(Q.shape)}, the program needs {program.shape}")
+    if multipliers is not None:
+        mult = multipliers
+    if mult is not None:
+        mu1, mu2 = mult
+        if tuple(mu1.shape) != (program.P, program.n, program.m):
+            raise ValueError(f"mu1 must have shape {(program.P, program.n, program.m)}, got {tuple(mu1.shape)}")
+        if (mu2 is None) != (program.depth == 2):
+            raise ValueError("mu2 must be given for depth 3 and None for depth 2")
+        mult = (mu1.to(program.device).clamp_min(0), None if mu2 is None else mu2.to(program.device).clamp_min(0))
+        info["warm_multipliers"] = True
+    return Q, mult, info
+
+
+def _check_options(time_limit, tol, dtype, method, check_every, max_iter):
+    if not isinstance(time_limit, (int, float)) or isinstance(time_limit, bool) or not time_limit > 0:
+        raise ValueError(f"time_limit must be a positive number of seconds, got {time_limit!r}")
+    if not isinstance(tol, (int, float)) or isinstance(tol, bool) or not 0 < tol < 1:
+        raise ValueError(f"tol must be a number in (0, 1), got {tol!r}")
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise ValueError(f"dtype must be a torch floating dtype, got {dtype!r}")
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {sorted(METHODS)}, got {method!r}")
+    if not isinstance(check_every, int) or isinstance(check_every, bool) or check_every < 1:
+        raise ValueError(f"check_every must be a positive integer, got {check_every!r}")
+    if max_iter is not None and (not isinstance(max_iter, int) or isinstance(max_iter, bool) or max_iter < 1):
+        raise ValueError(f"max_iter must be a positive integer or None, got {max_iter!r}")
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+@torch.no_grad()
+def solve(program: RestrictedProgram, time_limit: float = 60.0, tol: float = 1e-2, warm_start=None,
+          multipliers=None, dtype: torch.dtype = torch.float32, callback: Optional[Callable] = None,
+          method: str = "admm", rho: Optional[float] = None, check_every: int = DEFAULT_CHECK_EVERY,
+          max_iter: Optional[int] = None, verbose: bool = False) -> Solution:
+    """Solve ``program`` until its certified relative gap is at most ``tol`` (module docstring).
+
+    Args:
+        time_limit: wall seconds for the whole call (setup, iteration and final certificate).
+        tol: target certified relative gap (J - LB) / J, and the relative cone violation allowed.
+        warm_start: a :class:`Solution` over the same patterns, the :class:`ParallelReLU` the
+            patterns were read from, a tensor Q (P, m, d'), or ``None``.
+        multipliers: (mu1 (P, n, m), mu2 (P, n) or None) >= 0 to start the cone duals from
+            (e.g. a previous call's ``solution.multipliers``); a Solution warm start brings its own.
+        dtype: precision of the iteration's passes (certificates are float64 regardless).
+        callback: called as ``callback(record)`` at every check with a dict (iteration, seconds,
+            passes, objective, lower_bound, gap, violation_rel, rho); returning ``True`` stops.
+        method: ``"admm"`` (:mod:`.admm`, the default, chosen from measurements) or ``"pdhg"``
+            (:mod:`.pdhg`, the alternative it was measured against).
+        rho: the method's starting penalty (default: the method's own).
+        check_every: iterations between two certificate checks (each costs one more product).
+        max_iter: iterations at most (default: no limit but the time).
+        verbose: print every check.
+
+    Returns:
+        a :class:`Solution` (solver ``"engine"``) with ``multipliers`` >= 0 in the program's
+        layout and ``info``: ``gap``, ``lower_bound`` (the final float64 certificate),
+        ``violation_rel``, ``dual_ratio`` (max_p B_p / beta), ``method``, ``iterations``,
+        ``passes`` (products X q / X^T w over all rows, a pass each), ``rho``,
+        ``setup_seconds``, ``repaired_patterns``, ``history`` (the checks), ``stop`` (why it stopped).
+    """
+    start = time.perf_counter()
+    if not isinstance(program, RestrictedProgram):
+        raise TypeError(f"program must be a RestrictedProgram, got {type(program).__name__}")
+    _check_options(time_limit, tol, dtype, method, check_every, max_iter)
+    deadline = start + time_limit
+    Q0, mult0, info = starting_point(program, warm_start, multipliers)
+    ops = Operators(program, dtype=dtype)
+    reference = Q0 if program.constraint_violation(Q0.to(program.dtype)) == 0.0 else None
+    alg = METHODS[method](ops) if rho is None else METHODS[method](ops, rho=rho)
+    alg.start(ops.to_z(Q0), None if mult0 is None else ops.from_program_layout(*mult0))
+    _sync(ops.device)
+    info.update(method=method, dtype=str(dtype).replace("torch.", ""), device=str(ops.device), tol=tol,
+                rank=ops.r, setup_seconds=time.perf_counter() - start)
+
+    history = []
+    best = None          # (Bound, Z, mu1, mu2) of the best-certified check
+    final = None         # (Bound, Q, repaired patterns) of the latest final certificate
+    stop = "time_limit"
+    margin = STOP_MARGIN
+    check_seconds = 0.0  # the latest check's cost: the final certificate costs about as much
+    iteration = 0
+
+    def finalize():
+        """The final float64 certificate of the best check: its primal point is the better of
+        Z and the prox output (exact zero groups), repaired when that is cheap; its dual point
+        is the iterate's own residual (any v gives a valid bound)."""
+        _, Z, Qprox, pred, mu1, mu2 = best
+        p64 = program.with_dtype(torch.float64)
+        candidates = [ops.to_q(Qprox), ops.to_q(Z)]
+        Q = min(candidates, key=p64.objective)
+        J = p64.objective(Q)
+        Q, moved = repair(program, Q, reference, budget=REPAIR_BUDGET * tol * abs(J))
+        mu1p, mu2p = ops.to_program_layout(mu1.double(), None if mu2 is None else mu2.double())
+        # the bound from the returned point's own residual (what an independent check recomputes
+        # from the Solution); the iterate's residual is tried too and recorded
+        own = program_certificate(program, Q, mu1p, mu2p)
+        alt = program_certificate(program, Q, mu1p, mu2p, bound_from=program.y.double() - pred.double())
+        info["lower_bound_iterate_residual"] = alt.lower
+        return own, Q, moved, (mu1p, mu2p)
+
+    while True:
+        iteration += 1
+        is_check = iteration % check_every == 0
+        t_check = time.perf_counter()
+        chk = alg.step(check=is_check)
+        if chk is not None:
+            bound = iterate_bound(ops, chk, program.beta)
+            now = time.perf_counter()
+            check_seconds = now - t_check
+            record = {"iteration": iteration, "passes": 0.5 * alg.products, "seconds": now - start,
+                      **bound.as_dict(), "rho": alg.state.rho}
+            history.append(record)
+            if verbose:
+                print(f"[engine/{method}] it {iteration:6d} t {now - start:7.2f}s J {bound.primal:.8g} "
+                      f"LB {bound.lower:.8g} gap {bound.gap:.3e} viol {bound.violation:.1e} "
+                      f"B/beta {bound.dual_ratio:.4f} rho {alg.state.rho:.3g}", flush=True)
+            if not (math.isfinite(bound.primal) and math.isfinite(bound.lower)):
+                stop = "nan"
+                break
+            if best is None or bound.gap < best[0].gap:
+                best = (bound, chk.Z.clone(), chk.Q.clone(), chk.pred.clone(), chk.mu1.clone(),
+                        None if chk.mu2 is None else chk.mu2.clone())
+                if bound.gap <= margin * tol and bound.violation <= tol:
+                    final = finalize()
+                    if final[0].gap <= tol and final[0].violation <= tol:
+                        stop = "converged"
+                        break
+                    margin /= 2  # float64 and the repair disagreed with the iterate's bound
+            if callback is not None and callback(record):
+                stop = "callback"
+                break
+        if max_iter is not None and iteration >= max_iter:
+            stop = "max_iter"
+            break
+        # leave time for the final certificate (about two checks) and one more iteration
+        if time.perf_counter() + 3 * check_seconds >= deadline:
+            break
+
+    if best is None:  # stopped before the first check: certify the current point
+        chk = alg.step(check=True)
+        best = (iterate_bound(ops, chk, program.beta), chk.Z, chk.Q, chk.pred, chk.mu1, chk.mu2)
+    if final is None or stop != "converged":
+        final = finalize()
+    bound, Q, moved, (mu1p, mu2p) = final
+    certified = bound.gap <= tol and bound.violation <= tol
+    status = {"converged": SolveStatus.OPTIMAL,
+              "time_limit": SolveStatus.TIME_LIMIT,
+              "max_iter": SolveStatus.ITERATION_LIMIT,
+              "callback": SolveStatus.USER_LIMIT,
+              "nan": SolveStatus.NUMERICAL_ERROR}[stop]
+    if certified and stop != "nan":
+        status = SolveStatus.OPTIMAL
+    info.update(bound.as_dict())
+    info.update(iterations=iteration, passes=0.5 * alg.products, rho=alg.state.rho,
+                repaired_patterns=moved, history=history, stop=stop)
+    mult = (mu1p.to(program.dtype), None if mu2p is None else mu2p.to(program.dtype))
+    return Solution.from_variable(program, Q.to(program.dtype), status=status,
+                                  seconds=time.perf_counter() - start, iterations=iteration,
+                                  solver="engine", multipliers=mult, info=info)
