@@ -43,9 +43,11 @@ from .prox import EllipsoidProx
 ALPHA = 1.8
 #: the starting penalty, in units of beta
 RHO_START = 0.03
-#: residual balancing (on check iterations, at most once every BALANCE_EVERY iterations): when
-#: the relative primal and dual residuals differ by more than BALANCE_RATIO, rho moves by
-#: sqrt(their ratio) (OSQP's rule), clipped to [1 / BALANCE_FACTOR, BALANCE_FACTOR]
+#: residual balancing (on check iterations): when the relative primal and dual residuals
+#: differ by more than BALANCE_RATIO, rho moves by sqrt(their ratio) (OSQP's rule), clipped to
+#: [1 / BALANCE_FACTOR, BALANCE_FACTOR]. The first change may come after BALANCE_EVERY
+#: iterations and every change doubles the wait for the next, so rho settles (ADMM converges
+#: for a penalty that changes finitely often; one that keeps moving stalls the tail)
 BALANCE_FACTOR = 10.0
 BALANCE_RATIO = 2.0
 BALANCE_EVERY = 100
@@ -99,25 +101,37 @@ class Admm:
 
     # -- start -------------------------------------------------------------------------------
     def start(self, Z0: torch.Tensor, multipliers=None, rho: Optional[float] = None) -> None:
-        """Start at Z0 (whitened); ``multipliers`` (mu1, mu2) in the engine's (n, P, m) layout
-        seed the cone duals: L_u = (S1 mu1 + S2 D1 mu2) / rho_u, so the first projection
-        reproduces them where the rows are tight."""
+        """Start at Z0 (whitened). With ``multipliers`` (mu1, mu2) (the engine's (n, P, m)
+        layout) the scaled duals start at their fixed-point values for Z0: from the V- and
+        U-steps at a fixed point, rho L_v = M v (v = y - A Z0, the residual) and
+        rho L_u = S1 mu1 + S2 D1 mu2, and from the Z-step L_q = -F^T (L_u + L_v), so a
+        solution's own Q and multipliers resume where that solve stopped. Without them every
+        dual starts at 0: a network's residual is far from the optimal one, and a dual built
+        from it costs a long transient (measured on the benchmark programs)."""
         ops = self.ops
         rho = self.rho0 if rho is None else float(rho)
         Z0 = Z0.to(ops.dtype)
-        FZ = ops.pre_activations(Z0)
-        self.products += 1
-        Tu = FZ.clone()
-        Tv = FZ.clone()
-        if multipliers is not None:
-            mu1, mu2 = multipliers
-            for rows in ops.row_chunks():
-                _, S1, D1f, S2 = ops.masks(rows)[:4]
-                W = S1 * mu1[rows]
-                if S2 is not None and mu2 is not None:
-                    W = W + D1f * (S2 * mu2[rows])[:, :, None]
-                Tu[rows] += W / rho
-        self.state = AdmmState(Z=Z0.clone(), Lq=torch.zeros_like(Z0), Tu=Tu, Tv=Tv, rho=rho)
+        Zf = Z0.reshape(ops.P * ops.m, ops.r)
+        Tu = torch.empty(ops.n, ops.P, ops.m, dtype=ops.dtype, device=ops.device)
+        Tv = torch.empty_like(Tu)
+        acc = torch.zeros(ops.P * ops.m, ops.r, dtype=ops.dtype, device=ops.device)
+        for rows in ops.row_chunks():
+            mk = ops.masks(rows)
+            FZ = (ops.F[rows] @ Zf.T).view(-1, ops.P, ops.m)
+            v = ops.y[rows] - (mk.M * FZ).sum(dim=(1, 2))
+            W = mk.M * v[:, None, None] if multipliers is not None else torch.zeros_like(FZ)
+            Tv[rows] = FZ + W / rho
+            Wu = torch.zeros_like(W)
+            if multipliers is not None:
+                mu1, mu2 = multipliers
+                Wu = mk.S1 * mu1[rows]
+                if mk.S2 is not None and mu2 is not None:
+                    Wu.addcmul_(mk.D1f, (mk.S2 * mu2[rows])[:, :, None])
+            Tu[rows] = FZ + Wu / rho
+            acc.addmm_((W + Wu).view(-1, ops.P * ops.m).T, ops.F[rows])
+        self.products += 2
+        Lq = -acc.view_as(Z0) / rho
+        self.state = AdmmState(Z=Z0.clone(), Lq=Lq, Tu=Tu, Tv=Tv, rho=rho)
 
     # -- one iteration -------------------------------------------------------------------------
     def step(self, check: bool = False) -> Optional[Check]:
@@ -134,7 +148,7 @@ class Admm:
         Q = self.prox(Z - st.Lq, beta / rho)
         acc = torch.zeros(ops.P * ops.m, ops.r, dtype=ops.dtype, device=ops.device)
         Zf = Z.reshape(ops.P * ops.m, ops.r)
-        r_u = r_v = 0.0
+        r_u = r_v = dual_sq = 0.0
         if check:
             pred = torch.empty(ops.n, dtype=ops.dtype, device=ops.device)
             mu1 = torch.empty(ops.n, ops.P, ops.m, dtype=ops.dtype, device=ops.device)
@@ -147,13 +161,15 @@ class Admm:
             Tu, Tv = st.Tu[rows], st.Tv[rows]
             # U = proj(F Z - L_u) = (2 F Z - T_u) + S1 p1 + S2 D1 p2, so U - F Z = D_u + corr
             Du = FZ - Tu
+            Dv = FZ - Tv
+            if check:  # -Du and -Dv are the scaled duals L_u, L_v here
+                dual_sq += float(Du.square().sum()) + float(Dv.square().sum())
             p1, p2 = row_multipliers(mk.S1 * (FZ + Du), mk.b)
             corr = mk.S1 * p1
             if p2 is not None:
                 corr.addcmul_(mk.D1f, (mk.S2 * p2)[:, :, None])
             Du.add_(corr)
             # V = prox_loss(F Z - L_v) = (2 F Z - T_v) - M s / rho, per row (Sherman-Morrison)
-            Dv = FZ - Tv
             yc = ops.y[rows]
             sres = ((mk.M * (FZ + Dv)).sum(dim=(1, 2)) - yc) / (rho + mk.count)
             Dv.addcmul_(mk.M, sres[:, None, None], value=-1.0)
@@ -186,15 +202,19 @@ class Admm:
         r_q = float((Q - Z).square().sum())
         dz = float((Z_new - Z).square().sum())
         st.Z = Z_new
+        # relative residuals as OSQP scales them: the primal one by the size of x = (Q, U, V) and
+        # M z = (Z, F Z, F Z) (F has orthonormal columns: ||F Z|| = ||Z||), the dual one by the
+        # size of the dual variables rho (L_q, L_u, L_v) (their image M^T L vanishes here)
         st.residuals = {"primal": math.sqrt(r_q + r_u + r_v), "dual": rho * math.sqrt(3.0 * dz),
-                        "scale_x": float(Z.norm()), "scale_y": rho * float(st.Lq.norm())}
+                        "scale_x": math.sqrt(3.0) * float(Z.norm()),
+                        "scale_y": rho * math.sqrt(float(st.Lq.square().sum()) + dual_sq)}
         self._balance()
         return Check(Z=Z, Q=Q, pred=pred, worst=worst, mu1=mu1, mu2=mu2, C=C.view_as(Z))
 
     def _balance(self) -> None:
         """Residual balancing on relative residuals; the scaled duals follow rho."""
         st = self.state
-        if st.iterations - st.last_balance < BALANCE_EVERY:
+        if st.iterations - st.last_balance < BALANCE_EVERY * 2 ** st.rho_changes:
             return
         res = st.residuals
         tiny = 1e-30

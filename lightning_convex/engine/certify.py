@@ -83,6 +83,18 @@ def program_certificate(program: RestrictedProgram, Q: torch.Tensor, mu1: torch.
     return Bound(J, bound.value, relative_gap(J, bound.value), viol, bound.bound_max / p64.beta)
 
 
+def pattern_predictions(program64: RestrictedProgram, Q: torch.Tensor) -> torch.Tensor:
+    """Each pattern's share of A Q, D2_p * sum_j D1_pj * X q_pj, as (P, n) (float64 program)."""
+    pats = program64.patterns
+    out = torch.empty(program64.P, program64.n, dtype=torch.float64, device=program64.device)
+    for p in range(program64.P):
+        mask = pats.D1[p].to(torch.float64)
+        if pats.D2 is not None:
+            mask = mask * pats.D2[p, :, None].to(torch.float64)
+        out[p] = ((program64.features @ Q[p].T) * mask).sum(dim=1)
+    return out
+
+
 @torch.no_grad()
 def repair(program: RestrictedProgram, Q: torch.Tensor, reference: Optional[torch.Tensor], budget: float):
     """A feasible point near Q if one is cheap: (Q', patterns moved), or (Q, 0) otherwise.
@@ -90,9 +102,10 @@ def repair(program: RestrictedProgram, Q: torch.Tensor, reference: Optional[torc
     Pattern p with violated rows either moves to (1 - t_p) Q_p + t_p R_p, R = ``reference``
     (feasible), with the smallest t_p that makes every row of p nonnegative (each row r is
     linear in Q_p: t_p = max over violated rows of -r(Q_p) / (r(R_p) - r(Q_p))), or becomes
-    zero (always feasible), whichever gives the lower J, pattern by pattern. The result is
-    kept only when J rises by at most ``budget`` (absolute): a blend whose ratio test is
-    dominated by a row where the reference has almost no margin moves far. Float64.
+    zero (always feasible), whichever gives the lower J, pattern by pattern (J of each choice
+    follows from the patterns' shares of the prediction, which are linear in Q_p too). The
+    result is kept only when J rises by at most ``budget`` (absolute): a blend whose ratio test
+    is dominated by a row where the reference has almost no margin moves far. Float64.
     """
     p64 = program.with_dtype(torch.float64)
     Q = Q.to(device=p64.device, dtype=torch.float64)
@@ -102,8 +115,12 @@ def repair(program: RestrictedProgram, Q: torch.Tensor, reference: Optional[torc
     moved = bad.any(dim=1)
     if not bool(moved.any()):
         return Q, 0
-    need = torch.full((p64.P,), math.inf, dtype=torch.float64, device=p64.device)
-    Rf = None
+    shares = pattern_predictions(p64, Q)
+    norms = Q.norm(dim=2).sum(dim=1)
+    pred = shares.sum(dim=0)
+    J0 = 0.5 * float((p64.y - pred).square().sum()) + p64.beta * float(norms.sum())
+    out = Q.clone()
+    blend = torch.full((p64.P,), math.inf, dtype=torch.float64, device=p64.device)
     if reference is not None:
         Rf = reference.to(device=p64.device, dtype=torch.float64)
         _, S1, S2 = p64.forward(Rf)
@@ -111,19 +128,24 @@ def repair(program: RestrictedProgram, Q: torch.Tensor, reference: Optional[torc
         ratio = torch.where(bad & (rise > 0), -rows / rise.clamp_min(torch.finfo(torch.float64).tiny),
                             torch.where(bad, math.inf, 0.0))
         # a little past the ratio, so that rounding in the blend keeps the rows >= 0
-        need = ratio.amax(dim=1) * (1 + 1e-9) + 1e-15
-    J0 = p64.objective(Q)
-    out = Q.clone()
+        blend = ratio.amax(dim=1) * (1 + 1e-9) + 1e-15
+        ref_shares = pattern_predictions(p64, Rf)
     for p in torch.nonzero(moved).flatten().tolist():
-        options = [torch.zeros_like(Q[p])]
-        if Rf is not None and float(need[p]) < 1:
-            t = float(need[p])
-            options.append((1 - t) * Q[p] + t * Rf[p])
+        # option 0: Q_p = 0; option 1: the blend (when it exists)
+        options = [(torch.zeros_like(Q[p]), torch.zeros_like(shares[p]))]
+        t = float(blend[p])
+        if t < 1:
+            options.append(((1 - t) * Q[p] + t * Rf[p], (1 - t) * shares[p] + t * ref_shares[p]))
         values = []
-        for option in options:
-            out[p] = option
-            values.append(p64.objective(out))
-        out[p] = options[min(range(len(options)), key=values.__getitem__)]
-    if p64.objective(out) - J0 > budget:
+        for Qp, share in options:
+            r = p64.y - (pred - shares[p] + share)
+            values.append(0.5 * float(r.square().sum()) + p64.beta * float(norms.sum() - norms[p] + Qp.norm(dim=1).sum()))
+        Qp, share = options[min(range(len(options)), key=values.__getitem__)]
+        out[p] = Qp
+        pred = pred - shares[p] + share
+        norms[p] = Qp.norm(dim=1).sum()
+        shares[p] = share
+    J = 0.5 * float((p64.y - pred).square().sum()) + p64.beta * float(norms.sum())
+    if J - J0 > budget:
         return Q, 0
     return out, int(moved.sum())

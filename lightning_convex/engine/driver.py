@@ -44,16 +44,6 @@ DEFAULT_CHECK_EVERY = 25
 REPAIR_BUDGET = 0.1
 
 
-def _same_patterns(a, b) -> bool:
-    if a is b:
-        return True
-    if (len(a), a.n, a.hidden, a.depth, a.bias) != (len(b), b.n, b.hidden, b.depth, b.bias):
-        return False
-    b = b.to(a.device)
-    same_d2 = a.D2 is None or torch.equal(a.D2, b.D2)
-    return same_d2 and torch.equal(a.D1, b.D1) and torch.equal(a.s, b.s) and torch.equal(a.sig, b.sig)
-
-
 @torch.no_grad()
 def starting_point(program: RestrictedProgram, warm_start, multipliers=None):
     """(Q0 float64 (P, m, d'), multipliers (mu1 (P, n, m), mu2 (P, n)) or None, info) from
@@ -66,11 +56,15 @@ def starting_point(program: RestrictedProgram, warm_start, multipliers=None):
         Q = torch.zeros(program.shape, dtype=torch.float64, device=program.device)
         info["warm_start"] = "none"
     elif isinstance(warm_start, Solution):
-        if not _same_patterns(program.patterns, warm_start.program.patterns):
+        theirs = warm_start.program.patterns
+        if (len(theirs), theirs.n) != (program.P, program.n) or \
+                theirs.index_in(program.patterns) != list(range(program.P)):
             raise ValueError("warm_start is a Solution over a different pattern set than the program's")
         Q = warm_start.Q.to(device=program.device, dtype=torch.float64)
         mult = warm_start.multipliers
         info["warm_start"] = "solution"
+        if warm_start.solver == "engine":  # resume its penalty too
+            info["warm_rho"] = (warm_start.info.get("method"), warm_start.info.get("rho"))
     elif isinstance(warm_start, ParallelReLU):
         net = warm_start
         if net.W1.device != program.device:
@@ -111,6 +105,17 @@ def _check_options(time_limit, tol, dtype, method, check_every, max_iter):
         raise ValueError(f"check_every must be a positive integer, got {check_every!r}")
     if max_iter is not None and (not isinstance(max_iter, int) or isinstance(max_iter, bool) or max_iter < 1):
         raise ValueError(f"max_iter must be a positive integer or None, got {max_iter!r}")
+
+
+def _score(bound: Bound) -> float:
+    """How far a certificate is from proving optimality: a negative gap (J below the bound) means
+    an infeasible point, so it counts like a positive one, and so does the cone violation."""
+    return max(abs(bound.gap), bound.violation)
+
+
+def _certified(bound: Bound, tol: float) -> bool:
+    """The OPTIMAL test: certified relative gap and relative cone violation both within tol."""
+    return bound.gap <= tol and bound.violation <= tol
 
 
 def _sync(device: torch.device) -> None:
@@ -158,7 +163,9 @@ def solve(program: RestrictedProgram, time_limit: float = 60.0, tol: float = 1e-
     ops = Operators(program, dtype=dtype)
     reference = Q0 if program.constraint_violation(Q0.to(program.dtype)) == 0.0 else None
     alg = METHODS[method](ops) if rho is None else METHODS[method](ops, rho=rho)
-    alg.start(ops.to_z(Q0), None if mult0 is None else ops.from_program_layout(*mult0))
+    warm_method, warm_rho = info.pop("warm_rho", (None, None))
+    resume = warm_rho if rho is None and warm_method == method else None
+    alg.start(ops.to_z(Q0), None if mult0 is None else ops.from_program_layout(*mult0), rho=resume)
     _sync(ops.device)
     info.update(method=method, dtype=str(dtype).replace("torch.", ""), device=str(ops.device), tol=tol,
                 rank=ops.r, setup_seconds=time.perf_counter() - start)
@@ -171,23 +178,22 @@ def solve(program: RestrictedProgram, time_limit: float = 60.0, tol: float = 1e-
     check_seconds = 0.0  # the latest check's cost: the final certificate costs about as much
     iteration = 0
 
-    def finalize():
-        """The final float64 certificate of the best check: its primal point is the better of
-        Z and the prox output (exact zero groups), repaired when that is cheap; its dual point
-        is the iterate's own residual (any v gives a valid bound)."""
-        _, Z, Qprox, pred, mu1, mu2 = best
-        p64 = program.with_dtype(torch.float64)
-        candidates = [ops.to_q(Qprox), ops.to_q(Z)]
-        Q = min(candidates, key=p64.objective)
-        J = p64.objective(Q)
-        Q, moved = repair(program, Q, reference, budget=REPAIR_BUDGET * tol * abs(J))
+    def finalize(entry):
+        """The final float64 certificate of a check: its primal point is the better (by
+        :func:`_score`) of Z and the prox output (exact zero groups), repaired when that is
+        cheap; the bound is recomputed from the returned point's own residual (what an
+        independent check recomputes from the Solution), the iterate's residual recorded too."""
+        _, Z, Qprox, pred, mu1, mu2 = entry
         mu1p, mu2p = ops.to_program_layout(mu1.double(), None if mu2 is None else mu2.double())
-        # the bound from the returned point's own residual (what an independent check recomputes
-        # from the Solution); the iterate's residual is tried too and recorded
-        own = program_certificate(program, Q, mu1p, mu2p)
+        results = []
+        for Q in (ops.to_q(Qprox), ops.to_q(Z)):
+            J = program.with_dtype(torch.float64).objective(Q)
+            Q, moved = repair(program, Q, reference, budget=REPAIR_BUDGET * tol * abs(J))
+            results.append((program_certificate(program, Q, mu1p, mu2p), Q, moved))
+        bound, Q, moved = min(results, key=lambda r: _score(r[0]))
         alt = program_certificate(program, Q, mu1p, mu2p, bound_from=program.y.double() - pred.double())
         info["lower_bound_iterate_residual"] = alt.lower
-        return own, Q, moved, (mu1p, mu2p)
+        return bound, Q, moved, (mu1p, mu2p)
 
     while True:
         iteration += 1
@@ -208,15 +214,19 @@ def solve(program: RestrictedProgram, time_limit: float = 60.0, tol: float = 1e-
             if not (math.isfinite(bound.primal) and math.isfinite(bound.lower)):
                 stop = "nan"
                 break
-            if best is None or bound.gap < best[0].gap:
-                best = (bound, chk.Z.clone(), chk.Q.clone(), chk.pred.clone(), chk.mu1.clone(),
-                        None if chk.mu2 is None else chk.mu2.clone())
-                if bound.gap <= margin * tol and bound.violation <= tol:
-                    final = finalize()
-                    if final[0].gap <= tol and final[0].violation <= tol:
-                        stop = "converged"
-                        break
-                    margin /= 2  # float64 and the repair disagreed with the iterate's bound
+            entry = None
+            if best is None or _score(bound) < _score(best[0]):
+                entry = (bound, chk.Z.clone(), chk.Q.clone(), chk.pred.clone(), chk.mu1.clone(),
+                         None if chk.mu2 is None else chk.mu2.clone())
+                best = entry
+            if bound.gap <= margin * tol and bound.violation <= tol:
+                if entry is None:
+                    entry = (bound, chk.Z, chk.Q, chk.pred, chk.mu1, chk.mu2)
+                final = finalize(entry)
+                if _certified(final[0], tol):
+                    stop = "converged"
+                    break
+                margin /= 2  # float64 and the candidate choice disagreed with the iterate's bound
             if callback is not None and callback(record):
                 stop = "callback"
                 break
@@ -230,10 +240,10 @@ def solve(program: RestrictedProgram, time_limit: float = 60.0, tol: float = 1e-
     if best is None:  # stopped before the first check: certify the current point
         chk = alg.step(check=True)
         best = (iterate_bound(ops, chk, program.beta), chk.Z, chk.Q, chk.pred, chk.mu1, chk.mu2)
-    if final is None or stop != "converged":
-        final = finalize()
+    if stop != "converged":
+        final = finalize(best)
     bound, Q, moved, (mu1p, mu2p) = final
-    certified = bound.gap <= tol and bound.violation <= tol
+    certified = _certified(bound, tol)
     status = {"converged": SolveStatus.OPTIMAL,
               "time_limit": SolveStatus.TIME_LIMIT,
               "max_iter": SolveStatus.ITERATION_LIMIT,

@@ -128,8 +128,18 @@ class Operators:
         """The shape (P, m, r) of the variable Z."""
         return (self.P, self.m, self.r)
 
-    def zeros(self) -> torch.Tensor:
-        return torch.zeros(self.shape, dtype=self.dtype, device=self.device)
+    def norm_bounds(self) -> Tuple[float, float]:
+        """Upper bounds on ||A||^2 and ||G||^2 (Cauchy-Schwarz over each row): a row of A Z sums
+        count_i pre-activations, a second-layer row sums at most m, and ||F||^2 is 1 when
+        whitened (sigma_max^2 otherwise)."""
+        f2 = 1.0 if self.whiten else float(self.sigma64.max()) ** 2
+        count = second = 0.0
+        for rows in self.row_chunks():
+            mk = self.masks(rows)
+            count = max(count, float(mk.count.max()))
+            if mk.S2 is not None:
+                second = max(second, float(mk.D1f.sum(dim=2).max()))
+        return f2 * max(count, 1.0), f2 * (1.0 + second)
 
     def rows_zeros(self):
         """Zero cone-row arrays ((n, P, m), (n, P) or None) in the working dtype."""

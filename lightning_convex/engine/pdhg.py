@@ -10,9 +10,9 @@ The saddle-point form of the program (MATH.md section 3) in whitened coordinates
     w+  = (w + sigma_w (A (2 Z+ - Z) - y)) / (1 + sigma_w)
     mu+ = max(0, mu - sigma_mu G (2 Z+ - Z))                      (mu >= 0 at every iterate)
 
-with tau = eta / omega, sigma_w = eta omega / ||A||^2, sigma_mu = eta omega / ||G||^2 and eta
-below 1 / ||[A / ||A||; G / ||G||]|| (power iterations at the start), so the block-scaled
-operator has norm below one. PDLP-style restarts (Applegate et al. 2021): every RESTART_EVERY
+with tau = eta / omega, sigma_w = eta omega / ||A||^2, sigma_mu = eta omega / ||G||^2 (upper
+bounds from :meth:`Operators.norm_bounds`) and eta < 1 / sqrt(2), so the block-scaled operator
+has norm below one. PDLP-style restarts (Applegate et al. 2021): every RESTART_EVERY
 iterations the normalised fixed-point residual of the current point and of the average since
 the last restart are compared; the iteration restarts from the better one when it fell by
 RESTART_SUFFICIENT, or by RESTART_NECESSARY without further progress, or after
@@ -34,7 +34,6 @@ from .operators import Operators
 from .prox import EllipsoidProx
 
 ETA = 0.95
-POWER_ITERATIONS = 20
 RESTART_EVERY = 64
 RESTART_SUFFICIENT = 0.2
 RESTART_NECESSARY = 0.8
@@ -57,20 +56,6 @@ class PdhgState:
     restarts: int = 0
 
 
-def _power(apply, shape, like: torch.Tensor) -> float:
-    gen = torch.Generator(device="cpu").manual_seed(0)
-    x = torch.randn(shape, generator=gen, dtype=torch.float64).to(device=like.device, dtype=like.dtype)
-    x /= x.norm()
-    lam = 0.0
-    for _ in range(POWER_ITERATIONS):
-        z = apply(x)
-        lam = float(z.norm())
-        if lam == 0.0 or not math.isfinite(lam):
-            return 1.0
-        x = z / lam
-    return lam
-
-
 class Pdhg:
     """The iteration of the module docstring on :class:`Operators` ``ops``."""
 
@@ -80,18 +65,16 @@ class Pdhg:
         self.ops = ops
         self.prox = EllipsoidProx(ops.norm_weight)
         self.omega0 = rho
-        self.La = _power(lambda Z: ops.adjoint(ops.predict(Z)), ops.shape, ops.F)
-        self.Lg = _power(lambda Z: ops.adjoint(None, *ops.forward(Z)[1:]), ops.shape, ops.F)
-        K2 = _power(lambda Z: (lambda p, r1, r2: ops.adjoint(
-            p / self.La, r1 / self.Lg, None if r2 is None else r2 / self.Lg))(*ops.forward(Z)), ops.shape, ops.F)
-        self.eta = ETA / math.sqrt(K2)
-        self.products = 4 * POWER_ITERATIONS + 2 * POWER_ITERATIONS  # the norm estimates (at most)
+        self.La, self.Lg = ops.norm_bounds()
+        # the block-scaled operator [A / ||A||; G / ||G||] has norm at most sqrt(2)
+        self.eta = ETA / math.sqrt(2.0)
+        self.products = 0
         self.state: Optional[PdhgState] = None
 
     def _steps(self, omega: float):
         return self.eta / omega, self.eta * omega / self.La, self.eta * omega / self.Lg
 
-    def start(self, Z0: torch.Tensor, multipliers=None) -> None:
+    def start(self, Z0: torch.Tensor, multipliers=None, rho: Optional[float] = None) -> None:
         ops = self.ops
         Z = Z0.to(ops.dtype).clone()
         pred, R1, R2 = ops.forward(Z)
@@ -102,7 +85,7 @@ class Pdhg:
             mu2 = None if multipliers[1] is None else multipliers[1].clone()
         else:
             mu1, mu2 = ops.rows_zeros()
-        omega = self.omega0
+        omega = self.omega0 if rho is None else rho
         if omega is None:  # ||dual|| / ||primal|| at the start, in the block scaling
             omega = max(float(w.norm()), 1e-12) / max(float(Z.norm()), 1e-12) / math.sqrt(self.La)
         self.state = PdhgState(Z, w, mu1, mu2, pred, R1, R2, omega)
