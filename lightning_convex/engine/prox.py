@@ -20,10 +20,10 @@ from typing import Optional
 
 import torch
 
-#: Newton steps at most; stop when |f(mu) / t - 1| <= RESIDUAL_RTOL for every group (f = the
-#: secular function's norm; quadratic convergence makes the last step land far below that)
+#: Newton steps at most; stop when |f(mu) / t - 1| <= RESIDUAL_RTOL[dtype] for every group (f =
+#: the secular function's norm; quadratic convergence makes the last step land far below that)
 NEWTON_MAX = 50
-RESIDUAL_RTOL = 1e-9
+RESIDUAL_RTOL = {torch.float64: 1e-10, torch.float32: 1e-5, torch.float16: 1e-2, torch.bfloat16: 1e-2}
 
 
 class EllipsoidProx:
@@ -33,24 +33,24 @@ class EllipsoidProx:
     """
 
     def __init__(self, weight: torch.Tensor) -> None:
-        # the secular equation is solved in float64 whatever the working dtype: in float32 the
-        # Newton step's cancellation (1/t - 1/f near the root) defeats a relative stopping test
-        self.a2 = weight.double().square()
-        self.inv_weight = 1.0 / weight.double()
+        self.weight = weight
         self.mu: Optional[torch.Tensor] = None
         self.newton_steps = 0
         self.calls = 0
 
     def __call__(self, W: torch.Tensor, t) -> torch.Tensor:
-        Wd = W.double()
-        a2 = self.a2
-        tiny = torch.finfo(torch.float64).tiny
-        b = Wd.square().mul_(a2)  # (a_k w_k)^2: ||a * z(mu)||^2 = mu^2 sum_k b_k / (mu + a_k^2)^2
-        t = torch.as_tensor(t, dtype=torch.float64, device=W.device).expand(W.shape[:-1])
-        zero = (Wd * self.inv_weight).norm(dim=-1) <= t  # 0 is optimal there
-        mu = torch.zeros(W.shape[:-1], dtype=torch.float64, device=W.device)
+        dtype = W.dtype
+        a2 = self.weight.to(dtype).square()
+        tiny = torch.finfo(dtype).tiny
+        # the stopping test reads the secular equation's relative residual, which rounding
+        # leaves near the dtype's resolution
+        rtol = RESIDUAL_RTOL[dtype] if dtype in RESIDUAL_RTOL else 1e-5
+        b = W.square().mul_(a2)  # (a_k w_k)^2: ||a * z(mu)||^2 = mu^2 sum_k b_k / (mu + a_k^2)^2
+        t = torch.as_tensor(t, dtype=dtype, device=W.device).expand(W.shape[:-1])
+        zero = (W / self.weight.to(dtype)).norm(dim=-1) <= t  # 0 is optimal there
+        mu = torch.zeros(W.shape[:-1], dtype=dtype, device=W.device)
         if self.mu is not None and self.mu.shape == mu.shape:
-            mu = self.mu.clone()
+            mu = self.mu.to(dtype)
         inv = torch.empty_like(b)
         q = torch.empty_like(b)
         for step_count in range(1, NEWTON_MAX + 1):
@@ -61,15 +61,14 @@ class EllipsoidProx:
             f = f2.sqrt()
             # Newton on phi(mu) = 1/f - 1/t: mu += (f/t - 1) f^2 / s3
             ratio = f / t - 1.0
-            new = (mu + ratio * f2 / s3.clamp_min(tiny)).clamp_min_(0).masked_fill_(zero, 0.0)
-            mu = new
-            if bool((ratio.abs() <= RESIDUAL_RTOL).logical_or_(zero).all()):
+            mu = (mu + ratio * f2 / s3.clamp_min(tiny)).clamp_min_(0).masked_fill_(zero, 0.0)
+            if bool((ratio.abs() <= rtol).logical_or_(zero).all()):
                 break
         self.newton_steps += step_count
         self.calls += 1
         self.mu = mu
-        Z = Wd.mul_(mu[..., None] / (mu[..., None] + a2)) if Wd is not W else Wd * (mu[..., None] / (mu[..., None] + a2))
-        return Z.masked_fill_(zero[..., None], 0.0).to(W.dtype)
+        Z = W * (mu[..., None] / (mu[..., None] + a2))
+        return Z.masked_fill_(zero[..., None], 0.0)
 
 
 def ellipsoid_prox(W: torch.Tensor, weight: torch.Tensor, t) -> torch.Tensor:
