@@ -35,6 +35,7 @@ from typing import Optional
 
 import torch
 
+from .anderson import Anderson
 from .cones import row_multipliers
 from .operators import Operators
 from .prox import EllipsoidProx
@@ -87,7 +88,8 @@ class Admm:
 
     name = "admm"
 
-    def __init__(self, ops: Operators, rho: Optional[float] = None, alpha: float = ALPHA) -> None:
+    def __init__(self, ops: Operators, rho: Optional[float] = None, alpha: float = ALPHA,
+                 anderson: int = 0) -> None:
         self.ops = ops
         self.alpha = float(alpha)
         self.prox = EllipsoidProx(ops.norm_weight)
@@ -96,6 +98,8 @@ class Admm:
         # the balanced value from below converged fastest
         self.rho0 = RHO_START * ops.program.beta if rho is None else float(rho)
         self.state: Optional[AdmmState] = None
+        self.memory = int(anderson)
+        self.anderson: Optional[Anderson] = None
         #: products over all rows (X z or X^T w) so far; a pass is two
         self.products = 0
 
@@ -131,7 +135,13 @@ class Admm:
             acc.addmm_((W + Wu).view(-1, ops.P * ops.m).T, ops.F[rows])
         self.products += 2
         Lq = -acc.view_as(Z0) / rho
-        self.state = AdmmState(Z=Z0.clone(), Lq=Lq, Tu=Tu, Tv=Tv, rho=rho)
+        # one flat buffer holds the whole iterate (Z, L_q, T_u, T_v): Anderson acceleration
+        # works on it as one vector
+        sizes = [Z0.numel(), Lq.numel(), Tu.numel(), Tv.numel()]
+        self.flat = torch.cat([Z0.reshape(-1), Lq.reshape(-1), Tu.reshape(-1), Tv.reshape(-1)])
+        Zv, Lqv, Tuv, Tvv = torch.split(self.flat, sizes)
+        self.state = AdmmState(Z=Zv.view_as(Z0), Lq=Lqv.view_as(Z0), Tu=Tuv.view_as(Tu), Tv=Tvv.view_as(Tv), rho=rho)
+        self.anderson = Anderson(self.flat.numel(), self.flat, self.memory) if self.memory else None
 
     # -- one iteration -------------------------------------------------------------------------
     def step(self, check: bool = False) -> Optional[Check]:
@@ -144,7 +154,8 @@ class Admm:
         ops, st, a = self.ops, self.state, self.alpha
         rho = st.rho
         beta = ops.program.beta
-        Z = st.Z
+        s_in = self.flat.clone() if self.anderson is not None else None
+        Z = st.Z.clone()
         Q = self.prox(Z - st.Lq, beta / rho)
         acc = torch.zeros(ops.P * ops.m, ops.r, dtype=ops.dtype, device=ops.device)
         Zf = Z.reshape(ops.P * ops.m, ops.r)
@@ -193,15 +204,16 @@ class Admm:
         # Z: (rho_q + rho_u + rho_v) Z = rho (Q^ + L_q) + F^T rho (T_u + T_v), all rho equal
         Qh = a * Q + (1 - a) * Z
         Z_new = (Qh + st.Lq + acc.view_as(Z)) / 3.0
-        st.Lq = st.Lq + Qh - Z_new
+        st.Lq.add_(Qh).sub_(Z_new)
+        st.Z.copy_(Z_new)
         st.iterations += 1
         self.products += 3 if check else 2
+        if self.anderson is not None:
+            self.flat.copy_(self.anderson(s_in, self.flat.clone()))
         if not check:
-            st.Z = Z_new
             return None
         r_q = float((Q - Z).square().sum())
         dz = float((Z_new - Z).square().sum())
-        st.Z = Z_new
         # relative residuals as OSQP scales them: the primal one by the size of x = (Q, U, V) and
         # M z = (Z, F Z, F Z) (F has orthonormal columns: ||F Z|| = ||Z||), the dual one by the
         # size of the dual variables rho (L_q, L_u, L_v) (their image M^T L vanishes here)
@@ -235,7 +247,9 @@ class Admm:
             # T - F Z is exactly the current scaled dual L (module docstring)
             st.Tu[rows] = FZ + (st.Tu[rows] - FZ) / f
             st.Tv[rows] = FZ + (st.Tv[rows] - FZ) / f
-        st.Lq = st.Lq / f
+        st.Lq.div_(f)
         st.rho *= f
+        if self.anderson is not None:  # the scaled duals changed units: the history is stale
+            self.anderson.reset()
         self.products += 1
         st.rho_changes += 1
