@@ -12,9 +12,10 @@ feasibility repair (:func:`~.certify.repair`); only that final certificate decid
   returned with its multipliers, so a later call can continue from it;
 * ``NUMERICAL_ERROR``: the iterate stopped being finite (the last finite point is returned).
 
-Everything in the loop stays on the program's device (no host copies but scalar reads at checks);
-the deadline is read after every iteration, so the limit is honoured within one iteration plus the
-final certificate.
+Everything in the loop stays on the program's device (no host copies but scalar reads at checks).
+The deadline is read after every iteration with the cost of the final certificate (estimated
+from the warm start's own certificate) held in reserve. On a CPU the loop picks its thread count
+by timing (:mod:`.threads`).
 """
 
 from __future__ import annotations
@@ -34,12 +35,16 @@ from .admm import Admm
 from .pdhg import Pdhg
 from .certify import Bound, iterate_bound, program_certificate, repair
 from .operators import Operators
+from .threads import ThreadTuner
 
 METHODS = {"admm": Admm, "pdhg": Pdhg}
 #: the loop stops for a final certificate once the iterate's bound reaches tol * STOP_MARGIN
 #: (the final float64 recomputation and the repair move the gap a little)
 STOP_MARGIN = 0.8
 DEFAULT_CHECK_EVERY = 25
+#: the final certificate (two candidates, their repairs and one more bound) costs about this many
+#: float64 certificates of one point
+FINAL_COST = 6
 #: a feasibility repair is kept when it raises J by at most this fraction of tol * J
 REPAIR_BUDGET = 0.1
 
@@ -123,11 +128,59 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+class _Run:
+    """One solve's loop state: the checks so far, the best one, and the final certificate."""
+
+    def __init__(self, program, ops, alg, tol, reference, info):
+        self.program, self.ops, self.alg, self.tol = program, ops, alg, tol
+        self.reference, self.info = reference, info
+        self.history = []
+        self.best = None    # (Bound, Z, Q prox, A Z, mu1, mu2) of the best check (by _score)
+        self.final = None   # (Bound, Q, repaired patterns, (mu1, mu2) program layout)
+        self.margin = STOP_MARGIN
+
+    def entry(self, bound, chk, copy: bool):
+        parts = (chk.Z, chk.Q, chk.pred, chk.mu1, chk.mu2)
+        if copy:
+            parts = tuple(None if t is None else t.clone() for t in parts)
+        return (bound,) + parts
+
+    def check(self, bound, chk) -> bool:
+        """Record a check; True when its final certificate proves ``tol``."""
+        candidate = None
+        if self.best is None or _score(bound) < _score(self.best[0]):
+            candidate = self.best = self.entry(bound, chk, copy=True)
+        if bound.gap <= self.margin * self.tol and bound.violation <= self.tol:
+            self.final = self.finalize(candidate or self.entry(bound, chk, copy=False))
+            if _certified(self.final[0], self.tol):
+                return True
+            self.margin /= 2  # float64 and the candidate choice disagreed with the iterate's bound
+        return False
+
+    def finalize(self, entry):
+        """The final float64 certificate of a check: its primal point is the better (by
+        :func:`_score`) of Z and the prox output (exact zero groups), repaired when that is
+        cheap; the bound is recomputed from the returned point's own residual (what an
+        independent check recomputes from the Solution), the iterate's residual recorded too."""
+        program, ops = self.program, self.ops
+        _, Z, Qprox, pred, mu1, mu2 = entry
+        mu1p, mu2p = ops.to_program_layout(mu1.double(), None if mu2 is None else mu2.double())
+        results = []
+        for Q in (ops.to_q(Qprox), ops.to_q(Z)):
+            J = program.with_dtype(torch.float64).objective(Q)
+            Q, moved = repair(program, Q, self.reference, budget=REPAIR_BUDGET * self.tol * abs(J))
+            results.append((program_certificate(program, Q, mu1p, mu2p), Q, moved))
+        bound, Q, moved = min(results, key=lambda r: _score(r[0]))
+        alt = program_certificate(program, Q, mu1p, mu2p, bound_from=program.y.double() - pred.double())
+        self.info["lower_bound_iterate_residual"] = alt.lower
+        return bound, Q, moved, (mu1p, mu2p)
+
+
 @torch.no_grad()
 def solve(program: RestrictedProgram, time_limit: float = 60.0, tol: float = 1e-2, warm_start=None,
           multipliers=None, dtype: torch.dtype = torch.float32, callback: Optional[Callable] = None,
           method: str = "admm", rho: Optional[float] = None, check_every: int = DEFAULT_CHECK_EVERY,
-          max_iter: Optional[int] = None, verbose: bool = False) -> Solution:
+          max_iter: Optional[int] = None, tune_threads: bool = True, verbose: bool = False) -> Solution:
     """Solve ``program`` until its certified relative gap is at most ``tol`` (module docstring).
 
     Args:
@@ -138,20 +191,23 @@ def solve(program: RestrictedProgram, time_limit: float = 60.0, tol: float = 1e-
         multipliers: (mu1 (P, n, m), mu2 (P, n) or None) >= 0 to start the cone duals from
             (e.g. a previous call's ``solution.multipliers``); a Solution warm start brings its own.
         dtype: precision of the iteration's passes (certificates are float64 regardless).
-        callback: called as ``callback(record)`` at every check with a dict (iteration, seconds,
-            passes, objective, lower_bound, gap, violation_rel, rho); returning ``True`` stops.
+        callback: called as ``callback(record)`` at every check with a dict (iteration,
+            passes, seconds, objective, lower_bound, gap, violation_rel, rho); returning ``True``
+            stops.
         method: ``"admm"`` (:mod:`.admm`, the default, chosen from measurements) or ``"pdhg"``
             (:mod:`.pdhg`, the alternative it was measured against).
         rho: the method's starting penalty (default: the method's own).
         check_every: iterations between two certificate checks (each costs one more product).
         max_iter: iterations at most (default: no limit but the time).
+        tune_threads: on a CPU, let the loop choose between torch's thread count and one thread
+            by timing (:mod:`.threads`; the caller's count is restored).
         verbose: print every check.
 
     Returns:
         a :class:`Solution` (solver ``"engine"``) with ``multipliers`` >= 0 in the program's
         layout and ``info``: ``gap``, ``lower_bound`` (the final float64 certificate),
         ``violation_rel``, ``dual_ratio`` (max_p B_p / beta), ``method``, ``iterations``,
-        ``passes`` (products X q / X^T w over all rows, a pass each), ``rho``,
+        ``passes`` (products X q / X^T w over all rows, a pass each), ``rho``, ``threads``,
         ``setup_seconds``, ``repaired_patterns``, ``history`` (the checks), ``stop`` (why it stopped).
     """
     start = time.perf_counter()
@@ -161,99 +217,80 @@ def solve(program: RestrictedProgram, time_limit: float = 60.0, tol: float = 1e-
     deadline = start + time_limit
     Q0, mult0, info = starting_point(program, warm_start, multipliers)
     ops = Operators(program, dtype=dtype)
-    reference = Q0 if program.constraint_violation(Q0.to(program.dtype)) == 0.0 else None
+    # the warm start's own certificate says whether Q0 is a feasible reference for the repair,
+    # and its cost measures what the final certificate will cost (kept in reserve)
+    t_cert = time.perf_counter()
+    zero = torch.zeros(program.P, program.n, program.m, dtype=torch.float64, device=program.device)
+    start_bound = program_certificate(program, Q0, zero, None if program.depth == 2 else zero[:, :, 0])
+    reserve = FINAL_COST * (time.perf_counter() - t_cert)
+    del zero
     alg = METHODS[method](ops) if rho is None else METHODS[method](ops, rho=rho)
     warm_method, warm_rho = info.pop("warm_rho", (None, None))
     resume = warm_rho if rho is None and warm_method == method else None
     alg.start(ops.to_z(Q0), None if mult0 is None else ops.from_program_layout(*mult0), rho=resume)
     _sync(ops.device)
     info.update(method=method, dtype=str(dtype).replace("torch.", ""), device=str(ops.device), tol=tol,
-                rank=ops.r, setup_seconds=time.perf_counter() - start)
+                rank=ops.r, setup_seconds=time.perf_counter() - start, start_objective=start_bound.primal)
+    run = _Run(program, ops, alg, tol, Q0 if start_bound.violation == 0.0 else None, info)
 
-    history = []
-    best = None          # (Bound, Z, mu1, mu2) of the best-certified check
-    final = None         # (Bound, Q, repaired patterns) of the latest final certificate
     stop = "time_limit"
-    margin = STOP_MARGIN
-    check_seconds = 0.0  # the latest check's cost: the final certificate costs about as much
     iteration = 0
-
-    def finalize(entry):
-        """The final float64 certificate of a check: its primal point is the better (by
-        :func:`_score`) of Z and the prox output (exact zero groups), repaired when that is
-        cheap; the bound is recomputed from the returned point's own residual (what an
-        independent check recomputes from the Solution), the iterate's residual recorded too."""
-        _, Z, Qprox, pred, mu1, mu2 = entry
-        mu1p, mu2p = ops.to_program_layout(mu1.double(), None if mu2 is None else mu2.double())
-        results = []
-        for Q in (ops.to_q(Qprox), ops.to_q(Z)):
-            J = program.with_dtype(torch.float64).objective(Q)
-            Q, moved = repair(program, Q, reference, budget=REPAIR_BUDGET * tol * abs(J))
-            results.append((program_certificate(program, Q, mu1p, mu2p), Q, moved))
-        bound, Q, moved = min(results, key=lambda r: _score(r[0]))
-        alt = program_certificate(program, Q, mu1p, mu2p, bound_from=program.y.double() - pred.double())
-        info["lower_bound_iterate_residual"] = alt.lower
-        return bound, Q, moved, (mu1p, mu2p)
-
-    while True:
-        iteration += 1
-        is_check = iteration % check_every == 0
-        t_check = time.perf_counter()
-        chk = alg.step(check=is_check)
-        if chk is not None:
-            bound = iterate_bound(ops, chk, program.beta)
-            now = time.perf_counter()
-            check_seconds = now - t_check
-            record = {"iteration": iteration, "passes": 0.5 * alg.products, "seconds": now - start,
-                      **bound.as_dict(), "rho": alg.state.rho}
-            history.append(record)
-            if verbose:
-                print(f"[engine/{method}] it {iteration:6d} t {now - start:7.2f}s J {bound.primal:.8g} "
-                      f"LB {bound.lower:.8g} gap {bound.gap:.3e} viol {bound.violation:.1e} "
-                      f"B/beta {bound.dual_ratio:.4f} rho {alg.state.rho:.3g}", flush=True)
-            if not (math.isfinite(bound.primal) and math.isfinite(bound.lower)):
-                stop = "nan"
-                break
-            entry = None
-            if best is None or _score(bound) < _score(best[0]):
-                entry = (bound, chk.Z.clone(), chk.Q.clone(), chk.pred.clone(), chk.mu1.clone(),
-                         None if chk.mu2 is None else chk.mu2.clone())
-                best = entry
-            if bound.gap <= margin * tol and bound.violation <= tol:
-                if entry is None:
-                    entry = (bound, chk.Z, chk.Q, chk.pred, chk.mu1, chk.mu2)
-                final = finalize(entry)
-                if _certified(final[0], tol):
+    tuner = ThreadTuner(ops.device, enabled=tune_threads)
+    block_start, block_from = time.perf_counter(), 0
+    try:
+        while True:
+            iteration += 1
+            is_check = iteration % check_every == 0
+            t_check = time.perf_counter()
+            chk = alg.step(check=is_check)
+            if chk is not None:
+                bound = iterate_bound(ops, chk, program.beta)
+                now = time.perf_counter()
+                check_seconds = now - t_check
+                tuner.block_done(iteration - block_from, now - block_start)
+                record = {"iteration": iteration, "passes": 0.5 * alg.products, "seconds": now - start,
+                          **bound.as_dict(), "rho": alg.state.rho, "threads": torch.get_num_threads()}
+                run.history.append(record)
+                if verbose:
+                    print(f"[engine/{method}] it {iteration:6d} t {now - start:7.2f}s J {bound.primal:.8g} "
+                          f"LB {bound.lower:.8g} gap {bound.gap:.3e} viol {bound.violation:.1e} "
+                          f"B/beta {bound.dual_ratio:.4f} rho {alg.state.rho:.3g}", flush=True)
+                if not (math.isfinite(bound.primal) and math.isfinite(bound.lower)):
+                    stop = "nan"
+                    break
+                if run.check(bound, chk):
                     stop = "converged"
                     break
-                margin /= 2  # float64 and the candidate choice disagreed with the iterate's bound
-            if callback is not None and callback(record):
-                stop = "callback"
+                if callback is not None and callback(record):
+                    stop = "callback"
+                    break
+                block_start, block_from = time.perf_counter(), iteration
+                if now + reserve + check_seconds >= deadline:
+                    break
+            if max_iter is not None and iteration >= max_iter:
+                stop = "max_iter"
                 break
-        if max_iter is not None and iteration >= max_iter:
-            stop = "max_iter"
-            break
-        # leave time for the final certificate (about two checks) and one more iteration
-        if time.perf_counter() + 3 * check_seconds >= deadline:
-            break
+            if time.perf_counter() + reserve >= deadline:
+                break
+    finally:
+        tuner.restore()
 
-    if best is None:  # stopped before the first check: certify the current point
+    if run.best is None:  # stopped before the first check: certify the current point
         chk = alg.step(check=True)
-        best = (iterate_bound(ops, chk, program.beta), chk.Z, chk.Q, chk.pred, chk.mu1, chk.mu2)
+        run.best = run.entry(iterate_bound(ops, chk, program.beta), chk, copy=False)
     if stop != "converged":
-        final = finalize(best)
-    bound, Q, moved, (mu1p, mu2p) = final
-    certified = _certified(bound, tol)
+        run.final = run.finalize(run.best)
+    bound, Q, moved, (mu1p, mu2p) = run.final
     status = {"converged": SolveStatus.OPTIMAL,
               "time_limit": SolveStatus.TIME_LIMIT,
               "max_iter": SolveStatus.ITERATION_LIMIT,
               "callback": SolveStatus.USER_LIMIT,
               "nan": SolveStatus.NUMERICAL_ERROR}[stop]
-    if certified and stop != "nan":
+    if _certified(bound, tol) and stop != "nan":
         status = SolveStatus.OPTIMAL
     info.update(bound.as_dict())
-    info.update(iterations=iteration, passes=0.5 * alg.products, rho=alg.state.rho,
-                repaired_patterns=moved, history=history, stop=stop)
+    info.update(iterations=iteration, passes=0.5 * alg.products, rho=alg.state.rho, threads=tuner.choice,
+                repaired_patterns=moved, history=run.history, stop=stop)
     mult = (mu1p.to(program.dtype), None if mu2p is None else mu2p.to(program.dtype))
     return Solution.from_variable(program, Q.to(program.dtype), status=status,
                                   seconds=time.perf_counter() - start, iterations=iteration,
