@@ -42,9 +42,9 @@ METHODS = {"admm": Admm, "pdhg": Pdhg}
 #: (the final float64 recomputation and the repair move the gap a little)
 STOP_MARGIN = 0.8
 DEFAULT_CHECK_EVERY = 25
-#: the final certificate (two candidates, their repairs and one more bound) costs about this many
-#: float64 certificates of one point
-FINAL_COST = 6
+#: the final certificate (two candidates, a repair and one more bound) costs about this many
+#: float64 certificates of one point; once one has run, its measured time replaces the estimate
+FINAL_COST = 8
 #: a feasibility repair is kept when it raises J by at most this fraction of tol * J
 REPAIR_BUDGET = 0.1
 
@@ -131,8 +131,9 @@ def _sync(device: torch.device) -> None:
 class _Run:
     """One solve's loop state: the checks so far, the best one, and the final certificate."""
 
-    def __init__(self, program, ops, alg, tol, reference, info):
+    def __init__(self, program, ops, alg, tol, reference, info, reserve):
         self.program, self.ops, self.alg, self.tol = program, ops, alg, tol
+        self.reserve = reserve  # seconds the final certificate is expected to take
         self.reference, self.info = reference, info
         self.history = []
         self.best = None    # (Bound, Z, Q prox, A Z, mu1, mu2) of the best check (by _score)
@@ -161,18 +162,20 @@ class _Run:
         """The final float64 certificate of a check: its primal point is the better (by
         :func:`_score`) of Z and the prox output (exact zero groups), repaired when that is
         cheap; the bound is recomputed from the returned point's own residual (what an
-        independent check recomputes from the Solution), the iterate's residual recorded too."""
+        independent check recomputes from the Solution), the iterate's residual recorded too.
+        Its duration is kept as the reserve the loop leaves for the next one."""
+        started = time.perf_counter()
         program, ops = self.program, self.ops
         _, Z, Qprox, pred, mu1, mu2 = entry
         mu1p, mu2p = ops.to_program_layout(mu1.double(), None if mu2 is None else mu2.double())
-        results = []
-        for Q in (ops.to_q(Qprox), ops.to_q(Z)):
-            J = program.with_dtype(torch.float64).objective(Q)
-            Q, moved = repair(program, Q, self.reference, budget=REPAIR_BUDGET * self.tol * abs(J))
-            results.append((program_certificate(program, Q, mu1p, mu2p), Q, moved))
-        bound, Q, moved = min(results, key=lambda r: _score(r[0]))
+        scored = [(program_certificate(program, Q, mu1p, mu2p), Q) for Q in (ops.to_q(Qprox), ops.to_q(Z))]
+        bound, Q = min(scored, key=lambda r: _score(r[0]))
+        Q, moved = repair(program, Q, self.reference, budget=REPAIR_BUDGET * self.tol * abs(bound.primal))
+        if moved:
+            bound = program_certificate(program, Q, mu1p, mu2p)
         alt = program_certificate(program, Q, mu1p, mu2p, bound_from=program.y.double() - pred.double())
         self.info["lower_bound_iterate_residual"] = alt.lower
+        self.reserve = max(self.reserve, 1.5 * (time.perf_counter() - started))
         return bound, Q, moved, (mu1p, mu2p)
 
 
@@ -222,7 +225,7 @@ def solve(program: RestrictedProgram, time_limit: float = 60.0, tol: float = 1e-
     t_cert = time.perf_counter()
     zero = torch.zeros(program.P, program.n, program.m, dtype=torch.float64, device=program.device)
     start_bound = program_certificate(program, Q0, zero, None if program.depth == 2 else zero[:, :, 0])
-    reserve = FINAL_COST * (time.perf_counter() - t_cert)
+    reserve = FINAL_COST * (time.perf_counter() - t_cert)  # raised to a measured one later
     del zero
     alg = METHODS[method](ops) if rho is None else METHODS[method](ops, rho=rho)
     warm_method, warm_rho = info.pop("warm_rho", (None, None))
@@ -231,7 +234,7 @@ def solve(program: RestrictedProgram, time_limit: float = 60.0, tol: float = 1e-
     _sync(ops.device)
     info.update(method=method, dtype=str(dtype).replace("torch.", ""), device=str(ops.device), tol=tol,
                 rank=ops.r, setup_seconds=time.perf_counter() - start, start_objective=start_bound.primal)
-    run = _Run(program, ops, alg, tol, Q0 if start_bound.violation == 0.0 else None, info)
+    run = _Run(program, ops, alg, tol, Q0 if start_bound.violation == 0.0 else None, info, reserve)
 
     stop = "time_limit"
     iteration = 0
@@ -265,21 +268,20 @@ def solve(program: RestrictedProgram, time_limit: float = 60.0, tol: float = 1e-
                     stop = "callback"
                     break
                 block_start, block_from = time.perf_counter(), iteration
-                if now + reserve + check_seconds >= deadline:
+                if now + run.reserve + check_seconds >= deadline:
                     break
             if max_iter is not None and iteration >= max_iter:
                 stop = "max_iter"
                 break
-            if time.perf_counter() + reserve >= deadline:
+            if time.perf_counter() + run.reserve >= deadline:
                 break
+        if run.best is None:  # stopped before the first check: certify the current point
+            chk = alg.step(check=True)
+            run.best = run.entry(iterate_bound(ops, chk, program.beta), chk, copy=False)
+        if stop != "converged":
+            run.final = run.finalize(run.best)
     finally:
         tuner.restore()
-
-    if run.best is None:  # stopped before the first check: certify the current point
-        chk = alg.step(check=True)
-        run.best = run.entry(iterate_bound(ops, chk, program.beta), chk, copy=False)
-    if stop != "converged":
-        run.final = run.finalize(run.best)
     bound, Q, moved, (mu1p, mu2p) = run.final
     status = {"converged": SolveStatus.OPTIMAL,
               "time_limit": SolveStatus.TIME_LIMIT,
