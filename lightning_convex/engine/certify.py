@@ -149,3 +149,48 @@ def repair(program: RestrictedProgram, Q: torch.Tensor, reference: Optional[torc
     if J - J0 > budget:
         return Q, 0
     return out, int(moved.sum())
+
+
+#: the per-pattern multiplier scale is searched in [0, RESCALE_MAX] by golden sections
+RESCALE_MAX = 4.0
+RESCALE_STEPS = 60
+
+
+def rescale_multipliers(ops, check, beta: float):
+    """A dual refinement: each pattern's multipliers times the scale t_p >= 0 that minimises
+    B_p(v, t_p mu_p) = max_j ||(A^T v)_pj + t_p (G^T mu)_pj|| (a convex function of t_p: the
+    largest of m norms of affine functions), v = y - A Z fixed.
+
+    First-order iterates get the direction of mu right before its size, so this lowers the
+    bound's max_p B_p for one more product than the plain bound. Returns (Bound, mu1, mu2)
+    with the rescaled multipliers (>= 0, so the bound stays valid).
+    """
+    y = ops.program.y.double()
+    v = y - check.pred.double()
+    w = ops.bound_weight.double()
+    Cv = ops.adjoint(v.to(ops.dtype)).double() * w
+    Cm = check.C.double() * w - Cv  # C = F^T (M v + G^T mu): the multipliers' part
+    cc, cd, dd = (Cv * Cv).sum(dim=2), (Cv * Cm).sum(dim=2), (Cm * Cm).sum(dim=2)
+
+    def B(t):  # (P,) the pattern bounds at scales t (P,)
+        return (cc + 2 * t[:, None] * cd + (t * t)[:, None] * dd).clamp_min(0).sqrt().amax(dim=1)
+
+    lo = torch.zeros(ops.P, dtype=torch.float64, device=Cv.device)
+    hi = torch.full_like(lo, RESCALE_MAX)
+    ratio = (math.sqrt(5) - 1) / 2
+    for _ in range(RESCALE_STEPS):
+        a, b = hi - ratio * (hi - lo), lo + ratio * (hi - lo)
+        left = B(a) <= B(b)
+        hi = torch.where(left, b, hi)
+        lo = torch.where(left, lo, a)
+    t = (lo + hi) / 2
+    ones = torch.ones_like(t)
+    t = torch.where(B(t) <= B(ones), t, ones)  # never worse than the multipliers as they are
+    Bmax = float(B(t).max())
+    J = 0.5 * float(v @ v) + beta * float(ops.group_norms(check.Z.double()).sum())
+    lb = lower_bound(float(v @ y), float(v @ v), beta, Bmax).value
+    viol = max(0.0, -check.worst) / violation_scale(y, check.pred.double())
+    tw = t.to(check.mu1.dtype)
+    mu1 = check.mu1 * tw[None, :, None]
+    mu2 = None if check.mu2 is None else check.mu2 * tw[None, :]
+    return Bound(J, lb, relative_gap(J, lb), viol, Bmax / beta), mu1, mu2

@@ -21,6 +21,7 @@ by timing (:mod:`.threads`).
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 import time
 from typing import Callable, Optional
@@ -33,7 +34,7 @@ from ..reconstruct import network_variable
 from ..solution import Solution, SolveStatus
 from .admm import Admm
 from .pdhg import Pdhg
-from .certify import Bound, iterate_bound, program_certificate, repair
+from .certify import Bound, iterate_bound, program_certificate, repair, rescale_multipliers
 from .operators import Operators
 from .threads import ThreadTuner
 
@@ -42,6 +43,8 @@ METHODS = {"admm": Admm, "pdhg": Pdhg}
 #: (the final float64 recomputation and the repair move the gap a little)
 STOP_MARGIN = 0.8
 DEFAULT_CHECK_EVERY = 25
+#: checks whose bound is within this many tol refine the multipliers (one more product)
+REFINE_FROM = 3.0
 #: the final certificate (two candidates, a repair and one more bound) costs about this many
 #: float64 certificates of one point; once one has run, its measured time replaces the estimate
 FINAL_COST = 8
@@ -147,7 +150,13 @@ class _Run:
         return (bound,) + parts
 
     def check(self, bound, chk) -> bool:
-        """Record a check; True when its final certificate proves ``tol``."""
+        """Record a check; True when its final certificate proves ``tol``. Near the target the
+        multipliers are refined first (:func:`~.certify.rescale_multipliers`)."""
+        if bound.gap <= REFINE_FROM * self.tol:
+            refined, mu1, mu2 = rescale_multipliers(self.ops, chk, self.program.beta)
+            self.alg.products += 1
+            if refined.lower > bound.lower:
+                bound, chk = refined, dataclasses.replace(chk, mu1=mu1, mu2=mu2)
         candidate = None
         if self.best is None or _score(bound) < _score(self.best[0]):
             candidate = self.best = self.entry(bound, chk, copy=True)
