@@ -9,7 +9,7 @@ An optimal q_pj lies in the row space of X (MATH.md section 9: a component outsi
 neither the prediction nor a cone row and only adds norm), so the program over z is the program
 over q, with the regulariser ||q_pj|| = ||Sigma^-1 z_pj||. In z the data operator U has
 orthonormal columns, so the first-layer cone rows satisfy G1^T G1 = I exactly and A, G are
-well scaled; the ill-conditioning of X^T X (Fashion-MNIST: ~4e4) moves into the regulariser,
+well scaled; the ill-conditioning of X^T X (MATH.md section 9) moves into the regulariser,
 whose proximal map a first-order method evaluates exactly (:func:`ellipsoid_prox`). With
 ``whiten=False`` the coordinates are only rotated (z = V^T q, data operator X V = U Sigma), for
 comparison.
@@ -211,11 +211,6 @@ class Operators:
                 torch.mul(S2, (D1f * Y).sum(dim=2), out=out2[rows])
         return pred, out1, out2
 
-    def pre_activations(self, Z: torch.Tensor) -> torch.Tensor:
-        """F Z: every pre-activation F z_pj as (n, P, m)."""
-        Zf = Z.reshape(self.P * self.m, self.r)
-        return torch.cat([(self.F[rows] @ Zf.T).view(-1, self.P, self.m) for rows in self.row_chunks()])
-
     def predict(self, Z: torch.Tensor) -> torch.Tensor:
         """A Z alone (n,)."""
         Zf = Z.reshape(self.P * self.m, self.r)
@@ -242,7 +237,8 @@ class Operators:
         return out.view(self.P, self.m, self.r)
 
     def bound_norms(self, C: torch.Tensor) -> torch.Tensor:
-        """||(X^T W)_pj|| from C = F^T W (the output of :meth:`adjoint`), shape (P, m)."""
+        """||(X^T W)_pj|| from C = F^T W (the output of :meth:`adjoint`), shape (P, m), exact up
+        to the dropped directions (RANK_RTOL); final certificates are recomputed on the program."""
         return (C * self.bound_weight).norm(dim=2)
 
     def __repr__(self) -> str:
