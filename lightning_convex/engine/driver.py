@@ -248,18 +248,18 @@ def solve(program: RestrictedProgram, time_limit: float = 60.0, tol: float = 1e-
     stop = "time_limit"
     iteration = 0
     tuner = ThreadTuner(ops.device, enabled=tune_threads)
-    block_start, block_from = time.perf_counter(), 0
     try:
         while True:
             iteration += 1
             is_check = iteration % check_every == 0
             t_check = time.perf_counter()
             chk = alg.step(check=is_check)
-            if chk is not None:
+            if chk is None:
+                tuner.iteration_done(time.perf_counter() - t_check)
+            else:
                 bound = iterate_bound(ops, chk, program.beta)
                 now = time.perf_counter()
                 check_seconds = now - t_check
-                tuner.block_done(iteration - block_from, now - block_start)
                 record = {"iteration": iteration, "passes": 0.5 * alg.products, "seconds": now - start,
                           **bound.as_dict(), "rho": alg.state.rho, "threads": torch.get_num_threads()}
                 run.history.append(record)
@@ -276,7 +276,6 @@ def solve(program: RestrictedProgram, time_limit: float = 60.0, tol: float = 1e-
                 if callback is not None and callback(record):
                     stop = "callback"
                     break
-                block_start, block_from = time.perf_counter(), iteration
                 if now + run.reserve + check_seconds >= deadline:
                     break
             if max_iter is not None and iteration >= max_iter:

@@ -1,44 +1,66 @@
 """The loop's CPU thread count, chosen by timing.
 
 On a CPU shared with other busy processes, torch's parallel regions wait for every thread they
-started at each of the iteration's many small elementwise operations, and a two-thread iteration
-can be several times slower than a one-thread one; on an idle CPU the extra threads speed up
-the two products instead. So the loop times blocks of iterations (the spans between two
-certificate checks) with torch's own thread count and with one thread, keeps the faster, and
-probes the other again every REPROBE blocks (the load changes). The caller's setting is restored
-at the end. Only CPU programs are affected.
+started at each of the iteration's many small elementwise operations, and an iteration with
+two threads can be many times slower than with one; on an idle CPU the extra threads speed up
+the two products instead. The risk is lopsided, so the loop starts on one thread, then tries
+torch's own count for a few iterations (abandoning the try at once when an iteration takes
+ABANDON times longer), keeps the faster, and tries again every REPROBE iterations (the load
+changes). The caller's setting is restored at the end. Only CPU programs are affected.
 """
 
 from __future__ import annotations
 
 import torch
 
-#: blocks between two probes of the thread count not in use
-REPROBE = 20
+#: iterations timed per setting
+SAMPLE = 5
+#: iterations between two tries of the setting not in use
+REPROBE = 200
+#: a try is abandoned when one iteration takes this many times the current setting's time
+ABANDON = 3.0
 
 
 class ThreadTuner:
-    """Alternates torch's thread count between the caller's and one, by measured speed."""
+    """Chooses between one thread and the caller's thread count by timing iterations."""
 
     def __init__(self, device: torch.device, enabled: bool = True) -> None:
         self.original = torch.get_num_threads()
         self.active = bool(enabled) and device.type == "cpu" and self.original > 1
-        self.speed = {}      # threads -> seconds per iteration of the latest block with them
-        self.blocks = 0
-        self.choice = self.original
+        self.choice = 1 if self.active else self.original
+        self.seconds = {}        # threads -> mean seconds per iteration, latest sample
+        self.samples = []        # the sample being taken with the current setting
+        self.since_probe = 0
+        if self.active:
+            torch.set_num_threads(1)
 
-    def block_done(self, iterations: int, seconds: float) -> None:
-        """Record the block just finished and set the thread count for the next one."""
-        if not self.active or iterations <= 0:
+    def iteration_done(self, seconds: float) -> None:
+        """Record one (non-check) iteration's time and set the thread count for the next."""
+        if not self.active:
             return
-        self.speed[torch.get_num_threads()] = seconds / iterations
-        self.blocks += 1
-        if len(self.speed) < 2:
-            torch.set_num_threads(1)  # the first block ran with the caller's count: try one
+        current = torch.get_num_threads()
+        probing = current != self.choice
+        if probing and self.choice in self.seconds and seconds > ABANDON * self.seconds[self.choice]:
+            self.seconds[current] = seconds
+            self._set(self.choice)
             return
-        self.choice = min(self.speed, key=self.speed.get)
-        other = 1 if self.choice != 1 else self.original
-        torch.set_num_threads(other if self.blocks % REPROBE == 0 else self.choice)
+        self.samples.append(seconds)
+        if len(self.samples) < SAMPLE:
+            return
+        self.seconds[current] = sum(self.samples) / len(self.samples)
+        self.samples = []
+        if probing:
+            self.choice = min(self.seconds, key=self.seconds.get)
+            self._set(self.choice)
+            return
+        self.since_probe += SAMPLE
+        if self.since_probe >= REPROBE or len(self.seconds) < 2:
+            self._set(self.original if self.choice == 1 else 1)
+
+    def _set(self, threads: int) -> None:
+        torch.set_num_threads(threads)
+        self.samples = []
+        self.since_probe = 0
 
     def restore(self) -> None:
         if self.active:
