@@ -10,9 +10,9 @@ The saddle-point form of the program (MATH.md section 3) in whitened coordinates
     w+  = (w + sigma_w (A (2 Z+ - Z) - y)) / (1 + sigma_w)
     mu+ = max(0, mu - sigma_mu G (2 Z+ - Z))                      (mu >= 0 at every iterate)
 
-with tau = eta / omega, sigma_w = eta omega / ||A||^2, sigma_mu = eta omega / ||G||^2 (upper
-bounds from :meth:`Operators.norm_bounds`) and eta < 1 / sqrt(2), so the block-scaled operator
-has norm below one. PDLP-style restarts (Applegate et al. 2021): every RESTART_EVERY
+with tau = eta / omega, sigma_w = eta omega / ||A||^2, sigma_mu = eta omega / ||G||^2 (||G||^2
+bounded by :meth:`Operators.norm_bounds`, ||A||^2 estimated by power steps) and eta < 1 / sqrt(2),
+so the block-scaled operator has norm below one. PDLP-style restarts (Applegate et al. 2021): every RESTART_EVERY
 iterations the normalised fixed-point residual of the current point and of the average since
 the last restart are compared; the iteration restarts from the better one when it fell by
 RESTART_SUFFICIENT, or by RESTART_NECESSARY without further progress, or after
@@ -34,6 +34,7 @@ from .operators import Operators
 from .prox import EllipsoidProx
 
 ETA = 0.95
+POWER_STEPS = 15
 RESTART_EVERY = 64
 RESTART_SUFFICIENT = 0.2
 RESTART_NECESSARY = 0.8
@@ -56,6 +57,19 @@ class PdhgState:
     restarts: int = 0
 
 
+def _top_eigenvalue(apply, ops) -> float:
+    """The largest eigenvalue of a PSD map on Z by POWER_STEPS power steps (Rayleigh quotient)."""
+    gen = torch.Generator(device="cpu").manual_seed(0)
+    Z = torch.randn(ops.shape, generator=gen, dtype=torch.float64).to(device=ops.device, dtype=ops.dtype)
+    value = 1.0
+    for _ in range(POWER_STEPS):
+        Z = Z / Z.norm()
+        image = apply(Z)
+        value = float((image * Z).sum())
+        Z = image
+    return max(value, torch.finfo(torch.float32).tiny)
+
+
 class Pdhg:
     """The iteration of the module docstring on :class:`Operators` ``ops``."""
 
@@ -65,10 +79,14 @@ class Pdhg:
         self.ops = ops
         self.prox = EllipsoidProx(ops.norm_weight)
         self.omega0 = rho
-        self.La, self.Lg = ops.norm_bounds()
+        bound_a, self.Lg = ops.norm_bounds()
+        # the Cauchy-Schwarz bound on ||A||^2 counts every overlapping mask and can be loose by
+        # a large factor; a few power steps on A^T A (kept below the bound) give the working
+        # value, with the safety factor ETA covering the estimate's shortfall
+        self.La = min(bound_a, 1.1 * _top_eigenvalue(lambda Z: ops.adjoint(ops.predict(Z)), ops))
+        self.products = 2 * POWER_STEPS
         # the block-scaled operator [A / ||A||; G / ||G||] has norm at most sqrt(2)
         self.eta = ETA / math.sqrt(2.0)
-        self.products = 0
         self.state: Optional[PdhgState] = None
 
     def _steps(self, omega: float):
