@@ -228,27 +228,28 @@ def solve(program: RestrictedProgram, time_limit: float = 60.0, tol: float = 1e-
     _check_options(time_limit, tol, dtype, method, check_every, max_iter)
     deadline = start + time_limit
     Q0, mult0, info = starting_point(program, warm_start, multipliers)
-    ops = Operators(program, dtype=dtype)
-    # the warm start's own certificate says whether Q0 is a feasible reference for the repair,
-    # and its cost measures what the final certificate will cost (kept in reserve)
-    t_cert = time.perf_counter()
-    zero = torch.zeros(program.P, program.n, program.m, dtype=torch.float64, device=program.device)
-    start_bound = program_certificate(program, Q0, zero, None if program.depth == 2 else zero[:, :, 0])
-    reserve = FINAL_COST * (time.perf_counter() - t_cert)  # raised to a measured one later
-    del zero
-    alg = METHODS[method](ops) if rho is None else METHODS[method](ops, rho=rho)
-    warm_method, warm_rho = info.pop("warm_rho", (None, None))
-    resume = warm_rho if rho is None and warm_method == method else None
-    alg.start(ops.to_z(Q0), None if mult0 is None else ops.from_program_layout(*mult0), rho=resume)
-    _sync(ops.device)
-    info.update(method=method, dtype=str(dtype).replace("torch.", ""), device=str(ops.device), tol=tol,
-                rank=ops.r, setup_seconds=time.perf_counter() - start, start_objective=start_bound.primal)
-    run = _Run(program, ops, alg, tol, Q0 if start_bound.violation == 0.0 else None, info, reserve)
-
-    stop = "time_limit"
-    iteration = 0
-    tuner = ThreadTuner(ops.device, enabled=tune_threads)
+    # the thread count is chosen (and restored) around everything that computes, setup included
+    tuner = ThreadTuner(program.device, enabled=tune_threads)
     try:
+        ops = Operators(program, dtype=dtype)
+        # the warm start's own certificate says whether Q0 is a feasible reference for the repair,
+        # and its cost measures what the final certificate will cost (kept in reserve)
+        t_cert = time.perf_counter()
+        zero = torch.zeros(program.P, program.n, program.m, dtype=torch.float64, device=program.device)
+        start_bound = program_certificate(program, Q0, zero, None if program.depth == 2 else zero[:, :, 0])
+        reserve = FINAL_COST * (time.perf_counter() - t_cert)  # raised to a measured one later
+        del zero
+        alg = METHODS[method](ops) if rho is None else METHODS[method](ops, rho=rho)
+        warm_method, warm_rho = info.pop("warm_rho", (None, None))
+        resume = warm_rho if rho is None and warm_method == method else None
+        alg.start(ops.to_z(Q0), None if mult0 is None else ops.from_program_layout(*mult0), rho=resume)
+        _sync(ops.device)
+        info.update(method=method, dtype=str(dtype).replace("torch.", ""), device=str(ops.device), tol=tol,
+                    rank=ops.r, setup_seconds=time.perf_counter() - start, start_objective=start_bound.primal)
+        run = _Run(program, ops, alg, tol, Q0 if start_bound.violation == 0.0 else None, info, reserve)
+
+        stop = "time_limit"
+        iteration = 0
         while True:
             iteration += 1
             is_check = iteration % check_every == 0
