@@ -23,10 +23,14 @@ recomputed independently from ``solution.residual`` and ``solution.multipliers``
 (:func:`lightning_convex.duality.program_bound`). Seconds depend on the machine's load (the
 script prints the load average and torch's thread count); passes do not.
 
-Example (the comparison in BENCHMARKS.md)::
+Examples (the comparison of the issue-13 report)::
 
-    python benchmarks/engine_methods.py --n 1000 --seconds 60 --method admm --method pdhg \\
-        --method alm --csv engine_n1000.csv
+    python benchmarks/engine_methods.py --n 1000 --seconds 60 --tol 1e-3 --method admm \\
+        --method pdhg --method alm --csv engine_n1000.csv
+    python benchmarks/engine_methods.py --n 300 --seconds 30 --tol 1e-3 --method admm \\
+        --method pdhg --method alm --threads 1 --csv engine_n300.csv
+    python benchmarks/engine_methods.py --uci acute-inflammation --beta 0.1 --m 7 --epochs 300 \\
+        --seconds 30 --tol 1e-4 --method clarabel --method admm --method pdhg --threads 1
 """
 
 from __future__ import annotations
