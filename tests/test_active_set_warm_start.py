@@ -310,3 +310,129 @@ def test_ddp_spawn_ranks_identical_and_equal_to_single_process(tmp_path):
     final.load_state_dict(load("post-e1-r1.pt"))
     J, opt, _, _ = ref.own_optimum(final, X, y, JOB_BETA)
     assert opt >= J * (1 - 1e-6)
+
+
+@pytest.mark.parametrize("progress_bar", [True, False])
+def test_budget_and_progress_reach_the_rounds(monkeypatch, progress_bar):
+    """Each warm start gets the callback's budget (default: BUDGET_EPOCHS epochs of training, at
+    least BUDGET_FLOOR seconds; or time_limit) and shows progress only when the Trainer does."""
+    from lightning_convex.callbacks import active_set_warm_start as module
+
+    seen = []
+    real = module.active_set_solve
+
+    def spy(*args, **kwargs):
+        seen.append((kwargs["time_limit"], kwargs["progress"]))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(module, "active_set_solve", spy)
+    X, y = teacher_data()
+    callback = ActiveSetWarmStart(every_n_epochs=1, verbose=False)
+    quiet_trainer(max_epochs=2, callbacks=[callback], enable_progress_bar=progress_bar).fit(model_for(X, K=4, m=3),
+                                                                                           loader(X, y))
+    epoch = callback.last_epoch_seconds
+    assert epoch is not None and epoch > 0
+    expected = max(ActiveSetWarmStart.BUDGET_FLOOR, ActiveSetWarmStart.BUDGET_EPOCHS * epoch)
+    assert seen[-1][0] == pytest.approx(expected)
+    assert [p for _, p in seen] == [progress_bar] * len(seen)
+    assert [h["time_limit"] for h in callback.history] == [t for t, _ in seen]
+
+    seen.clear()
+    fixed = ActiveSetWarmStart(every_n_epochs=1, verbose=False, time_limit=12.5)
+    quiet_trainer(max_epochs=1, callbacks=[fixed]).fit(model_for(X, K=4, m=3), loader(X, y))
+    assert [t for t, _ in seen] == [12.5]
+    with pytest.raises(ValueError):
+        ActiveSetWarmStart(time_limit=0)
+
+
+def test_an_interrupted_warm_start_counts_as_not_done(monkeypatch):
+    """Ctrl-C inside a warm start reaches Lightning (KeyboardInterrupt) and the point stays undone,
+    so a checkpoint written on the way out replays it on resume."""
+    from lightning_convex.callbacks import active_set_warm_start as module
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(module, "active_set_solve", interrupted)
+    X, y = teacher_data()
+    callback = ActiveSetWarmStart(every_n_epochs=1, verbose=False, data=(X, y))
+    trainer = quiet_trainer(max_epochs=2, callbacks=[callback])
+    callback.setup(trainer, model_for(X, K=4, m=3), "fit")
+    with pytest.raises(KeyboardInterrupt):
+        callback._act(trainer, model_for(X, K=4, m=3), epoch_idx=0)
+    assert callback.state_dict()["latest_epoch"] == -1 and callback.history == []
+
+
+def test_sigterm_during_a_warm_start_reaches_lightning_after_it(monkeypatch):
+    """SIGTERM inside a warm start stops its solve (network unchanged or improved, logged as
+    interrupted), then reaches Lightning's own handler, which ends the fit (SIGTERMException)."""
+    import signal
+
+    from pytorch_lightning.utilities.exceptions import SIGTERMException
+
+    saved = signal.getsignal(signal.SIGTERM)
+    calls = []
+
+    def send_sigterm_once(record):
+        calls.append(record)
+        if len(calls) == 1:
+            signal.raise_signal(signal.SIGTERM)
+        return False
+
+    class Snapshot(pl.Callback):
+        def on_train_epoch_end(self, trainer, pl_module):
+            self.J = lc.objective(pl_module.net, X, y, BETA)
+
+    X, y = teacher_data()
+    X, y = X.double(), y.double()
+    model = model_for(X, K=4, m=3)
+    model.net.double()
+    snap = Snapshot()
+    callback = ActiveSetWarmStart(every_n_epochs=1, solver="engine", time_limit=30, verbose=False,
+                                  solver_options={"tol": 1e-12, "callback": send_sigterm_once})
+    try:
+        with pytest.raises(SIGTERMException):
+            quiet_trainer(max_epochs=3, callbacks=[snap, callback]).fit(model, loader(X, y))
+    finally:
+        signal.signal(signal.SIGTERM, saved)
+    assert len(callback.history) == 1 and callback.history[0]["stop_reason"] == "interrupted"
+    assert callback.history[0]["after"] <= callback.history[0]["before"]
+    assert callback.history[0]["before"] == pytest.approx(snap.J, rel=1e-12)
+    assert lc.objective(model.net, X, y, BETA) == pytest.approx(callback.history[0]["after"], rel=1e-12)
+
+
+@pytest.mark.parametrize("bad", [
+    {"rtol": 1.0}, {"rtol": -1e-3}, {"rtol": float("nan")}, {"solver": "no-such-solver"},
+    {"spare_tol": -1e-6}, {"spare_tol": float("nan")}, {"time_limit": 0}, {"time_limit": -5.0},
+    {"time_limit": float("nan")}, {"time_limit": True}])
+def test_invalid_settings_raise_at_construction(bad):
+    with pytest.raises(ValueError, match=next(iter(bad))):
+        ActiveSetWarmStart(**bad)
+
+
+def test_valid_edge_settings_construct():
+    for good in ({"rtol": 0.0}, {"spare_tol": 0.0}, {"time_limit": float("inf")}, {"time_limit": None},
+                 *({"solver": name} for name in solvers.available_solvers())):
+        ActiveSetWarmStart(**good)
+
+
+def test_a_non_finite_network_is_warned_about_and_left_unwritten():
+    """A diverged network (a NaN weight) gets no warm start: a warning, and the parameters stay
+    exactly what they were (NaN included), no history entry."""
+    X, y = teacher_data()
+    model = model_for(X, K=4, m=3)
+
+    class Diverge(pl.Callback):
+        def on_train_epoch_end(self, trainer, pl_module):
+            with torch.no_grad():
+                pl_module.net.W1[0, 0, 0] = float("nan")
+            self.state = {k: v.detach().clone() for k, v in pl_module.net.state_dict().items()}
+
+    diverge = Diverge()
+    callback = ActiveSetWarmStart(every_n_epochs=1, verbose=False)
+    with pytest.warns(UserWarning, match="NaN or inf"):
+        quiet_trainer(max_epochs=1, callbacks=[diverge, callback]).fit(model, loader(X, y))
+    assert callback.history == []
+    for k, v in model.net.state_dict().items():
+        saved = diverge.state[k]
+        assert torch.equal(torch.isnan(v), torch.isnan(saved)) and torch.equal(v.nan_to_num(), saved.nan_to_num())

@@ -148,7 +148,6 @@ class ConvexCallback(_Callback):
             self._epoch_trained = time.perf_counter() - self._epoch_started - self._epoch_work
         step = int(trainer.global_step)
         if step > 0 and step > self._latest_step and self._is_due(trainer, step_idx=step - 1):
-            self._latest_step = step
             self._act(trainer, pl_module, step_idx=step - 1)
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
@@ -157,16 +156,32 @@ class ConvexCallback(_Callback):
             self._last_epoch_seconds = self._epoch_trained
         epoch = int(trainer.current_epoch)
         if epoch > self._latest_epoch and self._is_due(trainer, epoch_idx=epoch):
-            self._latest_epoch = epoch
             self._act(trainer, pl_module, epoch_idx=epoch)
 
-    def _act(self, trainer, pl_module, **point) -> None:
-        """:meth:`_run` at ``point``, its wall time kept out of the epoch's training time."""
+    def _act(self, trainer, pl_module, step_idx: Optional[int] = None, epoch_idx: Optional[int] = None) -> None:
+        """Mark the point done and :meth:`_run` it, its wall time kept out of the epoch's training
+        time. A point a ``KeyboardInterrupt`` cuts short is marked undone again, so that a
+        checkpoint written on the way out (e.g. by ``OnExceptionCheckpoint``) has it replayed."""
+        done = (self._latest_epoch, self._latest_step)
+        if step_idx is not None:
+            self._latest_step = step_idx + 1
+        else:
+            self._latest_epoch = epoch_idx
         started = time.perf_counter()
         try:
-            self._run(trainer, pl_module, **point)
+            self._run(trainer, pl_module, step_idx=step_idx, epoch_idx=epoch_idx)
+        except KeyboardInterrupt:
+            self._latest_epoch, self._latest_step = done
+            raise
         finally:
             self._epoch_work += time.perf_counter() - started
+
+    @staticmethod
+    def _shows_progress(trainer) -> bool:
+        """Whether this fit shows progress (a progress bar callback, so not
+        ``enable_progress_bar=False``) on this process (global rank 0)."""
+        rank_zero = int(getattr(trainer, "global_rank", 0)) == 0
+        return rank_zero and getattr(trainer, "progress_bar_callback", None) is not None
 
     def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
         """Called when fit is interrupted: drops the cached training shard."""

@@ -10,6 +10,7 @@ program restricted to its own activation patterns, iterated to a fixed point
 
 from __future__ import annotations
 
+import math
 from typing import Any, Dict, List, Optional
 
 import torch
@@ -17,11 +18,17 @@ import torch
 from .._checks import check_int
 from ..active_set import SPARE_POLICIES, active_set_solve
 from ..solution import SolveStatus
+from ..solvers import available_solvers
 from ._base import ConvexCallback
 from ._common import broadcast_parameters, world
 
 #: ``convex/warmstart_status`` codes: the position of the last solve's status here.
 STATUS_CODES = tuple(status.value for status in SolveStatus)
+
+
+def _is_number(value) -> bool:
+    """A real number that is not a bool and not NaN."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and value == value
 
 
 class ActiveSetWarmStart(ConvexCallback):
@@ -44,8 +51,9 @@ class ActiveSetWarmStart(ConvexCallback):
     5. logs ``convex/warmstart_before``, ``convex/warmstart_after`` (J in the sum form of MATH.md
        section 1, float64, on the full training set), ``convex/warmstart_rounds``,
        ``convex/warmstart_solver_seconds``, ``convex/warmstart_status`` (the index of the last
-       solve's status in :data:`STATUS_CODES`; 0 is optimal) and ``convex/warmstart_converged``
-       (1 when the rounds reached a fixed point), through Lightning logging.
+       solve's status in :data:`STATUS_CODES`; 0 is optimal), ``convex/warmstart_converged``
+       (1 when the rounds reached a fixed point) and ``convex/warmstart_budget_reached`` (1 when
+       the budget ended them), through Lightning logging.
 
     Guarantees: J never rises (after <= before at every warm start: a failed, inaccurate or worse
     solve leaves the network untouched and says so); every rank ends with the same weights; a
@@ -69,6 +77,18 @@ class ActiveSetWarmStart(ConvexCallback):
     training on the Table-1 sets (BENCHMARKS.md, "Spare-branch policy and extra patterns"). The
     warm start at the end of training (``at_train_end``) never re-seeds, whatever ``spare`` says:
     no SGD follows.
+
+    Budget: each warm start gets :meth:`budget_seconds` (``time_limit`` when set; by default a
+    few epochs of training, never less than a floor of some seconds), shared by its rounds
+    (:func:`~lightning_convex.active_set_solve`, ``time_limit``). When it runs out, the best
+    iterate is kept only if the rebuilt network's J is lower, and the log says "budget reached"
+    (``stop_reason`` ``"budget"`` in :attr:`history`). A warm start that takes more than a few
+    seconds shows a progress bar (none with ``enable_progress_bar=False``; a line instead of
+    frames where output is not a terminal). Ctrl-C stops it within about a second with the
+    network unchanged or improved, and Lightning's interrupt handling then runs as usual (the
+    point counts as not done, so a checkpoint written on the way out replays it); SIGTERM stops
+    it the same way and then reaches Lightning's own handler, which ends the fit at its next
+    check.
 
     Works with ``pytorch_lightning`` and ``lightning.pytorch`` Trainers alike: nothing here
     ``isinstance``-checks the trainer, strategy or module.
@@ -104,7 +124,23 @@ class ActiveSetWarmStart(ConvexCallback):
         seed: seed of the generator used for sampled patterns, searches and re-seeding.
         solver_options: extra keyword arguments for the solver (``tol``, ``max_iter``, ...).
         verbose: report each warm start through ``rank_zero_info``.
+        time_limit: seconds per warm start (all its rounds), > 0; ``None`` (the default):
+            :meth:`budget_seconds`' default, ``BUDGET_EPOCHS`` epochs of training and at least
+            ``BUDGET_FLOOR`` seconds, so never unbounded unless ``float("inf")`` is asked for.
+
+    Raises:
+        ValueError: at construction, for an unknown ``solver`` (not in
+            :func:`~lightning_convex.solvers.available_solvers`), ``rtol`` outside [0, 1), a
+            negative ``spare_tol`` or a ``time_limit`` that is not a positive number.
+
+    A network whose parameters are not finite (a diverged fit) is not warm started: the
+    callback warns (on rank zero) and writes nothing.
     """
+
+    #: the default budget of a warm start, in epochs of training (``last_epoch_seconds``) ...
+    BUDGET_EPOCHS = 5.0
+    #: ... and never less than this many seconds (epochs of small data are short; solves are not)
+    BUDGET_FLOOR = 60.0
 
     def __init__(
         self,
@@ -124,6 +160,7 @@ class ActiveSetWarmStart(ConvexCallback):
         seed: int = 0,
         solver_options: Optional[dict] = None,
         verbose: bool = True,
+        time_limit: Optional[float] = None,
     ) -> None:
         super().__init__(every_n_epochs, every_n_train_steps, beta=beta, data=data)
         self.extra_patterns = check_int("extra_patterns", extra_patterns)
@@ -131,6 +168,14 @@ class ActiveSetWarmStart(ConvexCallback):
         self.max_rounds = check_int("max_rounds", max_rounds, minimum=1)
         if spare not in SPARE_POLICIES:
             raise ValueError(f"spare must be one of {SPARE_POLICIES}, got {spare!r}")
+        if solver not in available_solvers():
+            raise ValueError(f"solver must be one of {available_solvers()}, got {solver!r}")
+        if not (_is_number(rtol) and 0 <= rtol < 1):
+            raise ValueError(f"rtol must be in [0, 1), got {rtol!r}")
+        if not (_is_number(spare_tol) and 0 <= spare_tol < math.inf):
+            raise ValueError(f"spare_tol must be a non-negative number, got {spare_tol!r}")
+        if time_limit is not None and not (_is_number(time_limit) and time_limit > 0):
+            raise ValueError(f"time_limit must be a positive number of seconds or None, got {time_limit!r}")
         self.solver = solver
         self.reset_optimizer = bool(reset_optimizer)
         self.rtol = float(rtol)
@@ -140,6 +185,7 @@ class ActiveSetWarmStart(ConvexCallback):
         self.seed = int(seed)
         self.solver_options = dict(solver_options or {})
         self.verbose = bool(verbose)
+        self.time_limit = None if time_limit is None else float(time_limit)
 
         self._generator = torch.Generator().manual_seed(self.seed)
         #: One dict of plain values per warm start (epoch, step, before, after, rounds, ...).
@@ -166,6 +212,25 @@ class ActiveSetWarmStart(ConvexCallback):
             ``True`` to warm start now.
         """
         return self.scheduled(step_idx=step_idx, epoch_idx=epoch_idx)
+
+    def budget_seconds(self, trainer) -> float:
+        """Called before each warm start: the seconds it may take (all its rounds together).
+
+        The default is ``time_limit`` when one was given, else ``BUDGET_EPOCHS`` times the wall
+        time of the latest training epoch (:attr:`last_epoch_seconds`, without this callback's
+        own work), and at least ``BUDGET_FLOOR`` (also before any epoch was timed). Override it
+        for another policy (e.g. a share of a fixed total).
+
+        Args:
+            trainer: the Trainer (for its epoch and step counts, if a policy needs them).
+
+        Returns:
+            A positive number of seconds.
+        """
+        if self.time_limit is not None:
+            return self.time_limit
+        epoch = self.last_epoch_seconds or 0.0
+        return max(self.BUDGET_FLOOR, self.BUDGET_EPOCHS * epoch)
 
     def _is_due(self, trainer, step_idx: Optional[int] = None, epoch_idx: Optional[int] = None) -> bool:
         if self.should_update(step_idx=step_idx, epoch_idx=epoch_idx):
@@ -238,6 +303,12 @@ class ActiveSetWarmStart(ConvexCallback):
     def _warm_start(self, trainer, pl_module, step_idx: Optional[int] = None,
                     epoch_idx: Optional[int] = None, final: bool = False) -> None:
         net, beta = self._network(pl_module)
+        where = f"step {step_idx + 1}" if step_idx is not None else f"epoch {epoch_idx}"
+        if not all(bool(torch.isfinite(p).all()) for p in net.parameters()):
+            # identical on every rank (DDP keeps the weights equal), so every rank skips alike
+            self._report(f"ActiveSetWarmStart ({where}): the network has NaN or inf parameters (training "
+                         "diverged); no warm start, nothing written", warn=True)
+            return
         X, y = self._training_set(trainer, pl_module)
         rank, size = world(trainer)
         summary = None
@@ -247,6 +318,7 @@ class ActiveSetWarmStart(ConvexCallback):
                 search=self.search, max_rounds=self.max_rounds, rtol=self.rtol,
                 generator=self._generator, spare="zero" if final else self.spare,
                 spare_tol=self.spare_tol, solver_options=self.solver_options, warn=False,
+                time_limit=self.budget_seconds(trainer), progress=self._shows_progress(trainer),
             )
             summary = {
                 "epoch": int(trainer.current_epoch if epoch_idx is None else epoch_idx),
@@ -264,6 +336,7 @@ class ActiveSetWarmStart(ConvexCallback):
                 "active": int(result.active),
                 "reseeded": int(result.reseeded),
                 "final": bool(final),
+                "time_limit": float(result.time_limit),
                 "messages": [str(m) for m in result.messages],
             }
         if size > 1:
@@ -284,8 +357,8 @@ class ActiveSetWarmStart(ConvexCallback):
             "convex/warmstart_solver_seconds": summary["solver_seconds"],
             "convex/warmstart_status": status_code,
             "convex/warmstart_converged": float(summary["converged"]),
+            "convex/warmstart_budget_reached": float(summary["stop_reason"] == "budget"),
         }, on_step=on_step)
-        where = f"step {step_idx + 1}" if on_step else f"epoch {epoch_idx}"
         if self.verbose:
             for message in summary["messages"]:
                 self._report(f"ActiveSetWarmStart ({where}): {message}")

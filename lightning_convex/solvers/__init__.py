@@ -12,13 +12,20 @@ Backends:
     ``"osqp"``: OSQP quadratic programs plus an exact face polish and a duality-gap certificate.
     ``"torch"``: on the program's device (interior point small, augmented Lagrangian large).
     ``"engine"``: the scale engine, whitened ADMM on the program's device with a certified stop.
-    ``"auto"``: see :func:`choose_solver`.
+    ``"auto"``: see :func:`choose_solver` (Clarabel for small CPU programs, the engine otherwise,
+    decided from the estimates of :mod:`.estimates` before anything is built).
+
+Every solve here is bounded in time (:data:`~.registry.DEFAULT_TIME_LIMIT` unless the caller or
+the backend says otherwise) and watched by :mod:`lightning_convex.monitor` (progress bar,
+Ctrl-C / SIGTERM).
 """
 
 from . import clarabel_backend, cvxpy_backend, engine_backend, osqp_backend, torch_backend
-from .registry import Backend, Capabilities, available_solvers, backend, choose_solver, register, solve
+from .registry import (DEFAULT_TIME_LIMIT, Backend, Capabilities, Choice, available_solvers, backend, choose_solver,
+                       register, solve)
 
 for _module in (clarabel_backend, cvxpy_backend, engine_backend, osqp_backend, torch_backend):
     register(_module.BACKEND)
 
-__all__ = ["Backend", "Capabilities", "available_solvers", "backend", "choose_solver", "register", "solve"]
+__all__ = ["DEFAULT_TIME_LIMIT", "Backend", "Capabilities", "Choice", "available_solvers", "backend", "choose_solver",
+           "register", "solve"]
