@@ -15,6 +15,12 @@ Methods (``--method``, repeatable):
   method="alm")``), warm-started from the network, one row at the end (it has no callback);
 * ``clarabel``: the exact reference (small programs only: ``--uci NAME`` instead of
   Fashion-MNIST; one row).
+* ``auto``: what a user gets from ``lightning_convex.solve(program, solver="auto",
+  time_limit=--seconds)`` with no other option (cold: no warm start); one row, whose ``status``
+  also names the backend ``auto`` picked, and the process's peak resident memory during the
+  call (Linux ``VmHWM``, reset before it) in ``peak_gb``. Issue 13's done-when (a) is
+  ``--method auto --seconds 60``: returned within 75 s, objective below J(network), independent
+  gap <= 1e-2, peak <= 6 GB.
 
 Each row: method, n, P, iteration, passes (forward + adjoint products over all rows, two
 products a pass), seconds (wall, from the call), objective, lower_bound (the MATH.md section-5
@@ -31,6 +37,7 @@ Examples (the comparison of the issue-13 report)::
         --method pdhg --method alm --threads 1 --csv engine_n300.csv
     python benchmarks/engine_methods.py --uci acute-inflammation --beta 0.1 --m 7 --epochs 300 \\
         --seconds 30 --tol 1e-4 --method clarabel --method admm --method pdhg --threads 1
+    python benchmarks/engine_methods.py --n 1000 --cls 3 --seed 1 --method auto --seconds 60
 """
 
 from __future__ import annotations
@@ -48,7 +55,7 @@ from lightning_convex.duality import program_bound, relative_gap
 from lightning_convex.engine.certify import violation_scale
 
 FIELDS = ["method", "n", "P", "iteration", "passes", "seconds", "objective", "lower_bound", "gap",
-          "violation_rel", "independent_gap", "status"]
+          "violation_rel", "independent_gap", "status", "network_objective", "peak_gb"]
 
 
 def adam_network(X, y, K, m, beta, epochs, seed, bias=True):
@@ -138,6 +145,31 @@ def run_backend(program, net, solver, seconds, tol, **options):
              "status": str(sol.status)}]
 
 
+def _status_bytes(key):
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith(key):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def run_auto(program, J, seconds):
+    """``lc.solve(program, solver="auto", time_limit=seconds)``, cold, with its peak memory."""
+    with open("/proc/self/clear_refs", "w") as fh:
+        fh.write("5")  # resets VmHWM to the current resident size
+    t0 = time.perf_counter()
+    sol = lc.solve(program, solver="auto", time_limit=seconds)
+    wall = time.perf_counter() - t0
+    peak = _status_bytes("VmHWM")
+    bound = program_bound(program, sol.residual, sol.multipliers) if sol.multipliers is not None else None
+    picked = sol.info.get("auto", "").split(":")[0]
+    return [{"method": "auto", "iteration": sol.iterations, "passes": sol.info.get("passes", ""), "seconds": wall,
+             "objective": sol.objective, "lower_bound": "" if bound is None else bound.value,
+             "gap": sol.info.get("gap", ""), "violation_rel": relative_violation(program, sol),
+             "independent_gap": float("nan") if bound is None else relative_gap(sol.objective, bound.value),
+             "status": f"{sol.status} ({picked})", "network_objective": J, "peak_gb": peak / 1e9}]
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--n", type=int, default=1000)
@@ -148,7 +180,7 @@ def main(argv=None):
     p.add_argument("--beta", type=float, default=1.0)
     p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--method", action="append", choices=["admm", "pdhg", "alm", "clarabel"])
+    p.add_argument("--method", action="append", choices=["admm", "pdhg", "alm", "clarabel", "auto"])
     p.add_argument("--seconds", type=float, default=60.0)
     p.add_argument("--tol", type=float, default=1e-2)
     p.add_argument("--check-every", type=int, default=25)
@@ -173,6 +205,8 @@ def main(argv=None):
                              getattr(torch, args.dtype))
         elif method == "alm":
             out = run_backend(program, net, "torch", args.seconds, args.tol)
+        elif method == "auto":
+            out = run_auto(program, J, args.seconds)
         else:
             out = run_backend(program, net, "clarabel", args.seconds, args.tol)
         for row in out:
@@ -182,7 +216,8 @@ def main(argv=None):
         fmt = lambda x: f"{x:.3e}" if isinstance(x, float) else str(x)  # noqa: E731
         print(f"{method:9s} passes {last['passes']!s:>8} seconds {last['seconds']:7.2f} J {last['objective']:.8g} "
               f"gap {fmt(last['gap'])} independent {fmt(last['independent_gap'])} "
-              f"violation {fmt(last['violation_rel'])} {last.get('status', '')} load {os.getloadavg()[0]:.2f}",
+              f"violation {fmt(last['violation_rel'])} {last.get('status', '')} load {os.getloadavg()[0]:.2f}"
+              + (f" J(network) {J:.6g} peak {last['peak_gb']:.2f} GB" if method == "auto" else ""),
               flush=True)
     if args.csv:
         with open(args.csv, "w", newline="") as fh:
