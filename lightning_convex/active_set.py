@@ -71,6 +71,10 @@ SPARE_POLICIES = ("zero", "reseed")
 #: A solver objective above (1 + this) J(theta) over a set holding the network's own patterns
 #: contradicts feasibility of the network (float64 rounding and solver tolerances stay far below).
 CONSISTENCY_RTOL = 1e-6
+#: Patterns whose t_p is at most this fraction of the largest are solver residue (an interior point
+#: leaves ~tol-sized values on groups that are zero at the optimum); they are dropped when that
+#: does not raise the objective beyond rounding, so they do not occupy branches.
+ZERO_PATTERN_RTOL = 1e-6
 #: Stops a looser tolerance cannot help (the budget is spent).
 RETRY_NEVER = (SolveStatus.TIME_LIMIT, SolveStatus.USER_LIMIT)
 STOP_REASONS = ("converged", "repeated", "max_rounds", "failed", "worse")
@@ -137,6 +141,24 @@ class ActiveSetResult:
             f"converged={self.converged}, active={self.active}, reseeded={self.reseeded}, "
             f"solver_seconds={self.solver_seconds:.3g})"
         )
+
+
+def without_numerical_zeros(solution: Solution) -> Solution:
+    """The solution with residue patterns (t_p <= ZERO_PATTERN_RTOL max t) set to exactly zero, when
+    the objective stays within 1e-9 (relative) of the solver's; otherwise the solution itself."""
+    t = solution.pattern_norms()
+    small = (t > 0) & (t <= ZERO_PATTERN_RTOL * t.max())
+    if not bool(small.any()):
+        return solution
+    program = solution.program
+    Q = solution.Q.clone()
+    Q[small] = 0
+    if program.objective(Q) > solution.objective + 1e-9 * abs(solution.objective):
+        return solution
+    return Solution.from_variable(program, Q, status=solution.status, seconds=solution.seconds,
+                                  iterations=solution.iterations, solver=solution.solver,
+                                  multipliers=solution.multipliers,
+                                  info={**solution.info, "zeroed_patterns": int(small.sum())})
 
 
 def _run_solver(program: RestrictedProgram, solver: str, warm_start, options: dict) -> Solution:
@@ -317,6 +339,7 @@ def active_set_solve(
             result.statuses.append(str(solution.status))
             result.solver_objectives.append(float(solution.objective))
             if solution.is_optimal:
+                solution = without_numerical_zeros(solution)
                 return solution, solution
             used = solution.info.get("tol")
             at = f" at tol {used:.0e}" if isinstance(used, float) else ""

@@ -321,3 +321,24 @@ def test_wrong_data_shape():
         lc.active_set_solve(make_net(), X[:, :2], y, BETA)
     with pytest.raises(TypeError):
         lc.active_set_solve(torch.nn.Linear(3, 1), X, y, BETA)
+
+
+def test_interior_point_residue_does_not_take_branches():
+    """Patterns an interior point leaves at ~1e-7 of the largest are zero at the optimum: they
+    are dropped (the objective does not rise), so they occupy no branch; patterns that carry
+    weight are kept."""
+    X, y = teacher_data(seed=6)
+    net = make_net(K=6, seed=6)
+    pats = lc.patterns_of(net, X)
+    pats = pats.select(~pats.is_degenerate()).unique()
+    solution = lc.solve(lc.RestrictedProgram(X, y, pats, BETA), solver="clarabel")
+    t = solution.pattern_norms()
+    Q = solution.Q.clone()
+    zero = int(torch.argmin(t))
+    Q[zero] = Q[int(torch.argmax(t))] * 1e-8  # residue in a cone it need not lie in: stays tiny
+    residue = Solution.from_variable(solution.program, Q, status=SolveStatus.OPTIMAL, seconds=0.0,
+                                     iterations=0, solver="test")
+    cleaned = lc.active_set.without_numerical_zeros(residue)
+    kept = residue.pattern_norms() > 1e-6 * residue.pattern_norms().max()
+    assert torch.equal(cleaned.pattern_norms() > 0, kept)
+    assert cleaned.objective <= residue.objective * (1 + 1e-9)
