@@ -98,13 +98,15 @@ class Settings:
 
 
 def warm_start_callback(settings: Settings) -> ActiveSetWarmStart:
-    """The hybrid's convex step with its budget explicit: the matrix-free ``"torch"`` backend with
-    ``warm_time`` seconds per solve and at most ``warm_rounds`` active-set rounds (one solve each),
-    no sampled or searched patterns; so a warm start costs at most about ``warm_rounds *
-    warm_time`` seconds per class. A solve stopped by its time limit is not optimal, and
-    :func:`~lightning_convex.active_set_solve` then leaves the network as it was: the hybrid is
-    never above its own SGD iterate, but pays the budget."""
-    return ActiveSetWarmStart(every_n_epochs=settings.warm_every, solver="torch",
+    """The hybrid's convex step with its budget explicit: the scale engine (``solver="engine"``)
+    with ``warm_time`` seconds per solve and at most ``warm_rounds`` active-set rounds (one solve
+    each), no sampled or searched patterns; so a warm start costs at most about ``warm_rounds *
+    warm_time`` seconds per class. :func:`~lightning_convex.active_set_solve` uses only solves
+    that end optimal (certified to the engine's tolerance); one stopped by its time limit leaves
+    the network as it was, so the hybrid is never above its own SGD iterate but may pay the budget
+    for nothing. Where the callback takes a budget of its own (``time_limit``, writing back the
+    best iterate when it lowers J), this is the one line to change."""
+    return ActiveSetWarmStart(every_n_epochs=settings.warm_every, solver="engine",
                               solver_options={"time_limit": settings.warm_time},
                               max_rounds=settings.warm_rounds, beta=settings.beta, verbose=False)
 
