@@ -369,7 +369,7 @@ def _progress_line(method: str, c: int, record: dict) -> str:
 
 def _warm_summary(c: int, history: List[dict]) -> str:
     changed = sum(h["changed"] for h in history)
-    reasons = ", ".join(sorted({h["stop_reason"] for h in history}))
+    reasons = ", ".join(sorted({f"{h['stop_reason']}: {h['status']}" for h in history}))
     return (f"hybrid class {c}: {len(history)} warm starts ({reasons}), {changed} changed the network, "
             f"J lowered by {sum(h['before'] - h['after'] for h in history):.6g} in "
             f"{sum(h['seconds'] for h in history):.1f} s")
