@@ -133,3 +133,18 @@ def test_rank_zero_report_once():
         logger.setLevel(level)
     assert callback.last_metrics["max_violation"] > 1
     assert sum("is not globally optimal" in message for message in listen.messages) == 1
+
+
+def test_epoch_time_leaves_out_the_callbacks_own_work():
+    """last_epoch_seconds times the epoch's batches, not the convex work done at its steps."""
+    import time as _time
+
+    class Slow(ConvexCertificate):
+        def _run(self, trainer, pl_module, **point):
+            _time.sleep(0.3)
+
+    X, y = teacher_data()
+    cb = Slow(every_n_epochs=None, every_n_train_steps=1)
+    assert cb.last_epoch_seconds is None
+    trainer(max_epochs=1, callbacks=[cb]).fit(make_model(), loader(X, y))
+    assert cb.last_epoch_seconds is not None and 0 < cb.last_epoch_seconds < 0.3

@@ -4,6 +4,7 @@ rank-zero output."""
 
 from __future__ import annotations
 
+import time
 from typing import Any, Dict, Optional, Tuple
 
 import torch
@@ -60,6 +61,11 @@ class ConvexCallback(_Callback):
         self._shard_key = None
         # the epoch of a point being replayed on resume (its values are logged under it)
         self._replay_epoch: Optional[int] = None
+        # wall time of the current epoch's training so far: budgets are set in epochs
+        self._epoch_started: Optional[float] = None
+        self._epoch_trained: float = 0.0
+        self._epoch_work: float = 0.0  # this callback's own work during the epoch, not training
+        self._last_epoch_seconds: Optional[float] = None
 
     def _reset(self) -> None:
         """Forget the previous fit (called when a fit begins, before any checkpoint restores
@@ -124,20 +130,43 @@ class ConvexCallback(_Callback):
             finally:
                 self._replay_epoch = None
 
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        """Called when a training epoch begins: starts timing the epoch's training."""
+        self._epoch_started = time.perf_counter()
+        self._epoch_trained = self._epoch_work = 0.0
+
+    @property
+    def last_epoch_seconds(self) -> Optional[float]:
+        """Wall seconds of the latest training epoch's batches (from the epoch's start to its last
+        batch, so the convex work at its end is not counted); ``None`` before the first one."""
+        return self._last_epoch_seconds
+
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
         """Called when a training batch ends: acts when :meth:`_is_due` says so for the last
         optimizer step (once per optimizer step under gradient accumulation)."""
+        if self._epoch_started is not None:
+            self._epoch_trained = time.perf_counter() - self._epoch_started - self._epoch_work
         step = int(trainer.global_step)
         if step > 0 and step > self._latest_step and self._is_due(trainer, step_idx=step - 1):
             self._latest_step = step
-            self._run(trainer, pl_module, step_idx=step - 1)
+            self._act(trainer, pl_module, step_idx=step - 1)
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         """Called when a training epoch ends: acts when :meth:`_is_due` says so."""
+        if self._epoch_trained > 0:
+            self._last_epoch_seconds = self._epoch_trained
         epoch = int(trainer.current_epoch)
         if epoch > self._latest_epoch and self._is_due(trainer, epoch_idx=epoch):
             self._latest_epoch = epoch
-            self._run(trainer, pl_module, epoch_idx=epoch)
+            self._act(trainer, pl_module, epoch_idx=epoch)
+
+    def _act(self, trainer, pl_module, **point) -> None:
+        """:meth:`_run` at ``point``, its wall time kept out of the epoch's training time."""
+        started = time.perf_counter()
+        try:
+            self._run(trainer, pl_module, **point)
+        finally:
+            self._epoch_work += time.perf_counter() - started
 
     def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
         """Called when fit is interrupted: drops the cached training shard."""

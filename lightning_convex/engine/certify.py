@@ -83,18 +83,6 @@ def program_certificate(program: RestrictedProgram, Q: torch.Tensor, mu1: torch.
     return Bound(J, bound.value, relative_gap(J, bound.value), viol, bound.bound_max / p64.beta)
 
 
-def pattern_predictions(program64: RestrictedProgram, Q: torch.Tensor) -> torch.Tensor:
-    """Each pattern's share of A Q, D2_p * sum_j D1_pj * X q_pj, as (P, n) (float64 program)."""
-    pats = program64.patterns
-    out = torch.empty(program64.P, program64.n, dtype=torch.float64, device=program64.device)
-    for p in range(program64.P):
-        mask = pats.D1[p].to(torch.float64)
-        if pats.D2 is not None:
-            mask = mask * pats.D2[p, :, None].to(torch.float64)
-        out[p] = ((program64.features @ Q[p].T) * mask).sum(dim=1)
-    return out
-
-
 @torch.no_grad()
 def repair(program: RestrictedProgram, Q: torch.Tensor, reference: Optional[torch.Tensor], budget: float):
     """A feasible point near Q if one is cheap: (Q', patterns moved), or (Q, 0) otherwise.
@@ -115,7 +103,7 @@ def repair(program: RestrictedProgram, Q: torch.Tensor, reference: Optional[torc
     moved = bad.any(dim=1)
     if not bool(moved.any()):
         return Q, 0
-    shares = pattern_predictions(p64, Q)
+    shares = p64.pattern_predictions(Q)
     norms = Q.norm(dim=2).sum(dim=1)
     pred = shares.sum(dim=0)
     J0 = 0.5 * float((p64.y - pred).square().sum()) + p64.beta * float(norms.sum())
@@ -129,7 +117,7 @@ def repair(program: RestrictedProgram, Q: torch.Tensor, reference: Optional[torc
                             torch.where(bad, math.inf, 0.0))
         # a little past the ratio, so that rounding in the blend keeps the rows >= 0
         blend = ratio.amax(dim=1) * (1 + 1e-9) + 1e-15
-        ref_shares = pattern_predictions(p64, Rf)
+        ref_shares = p64.pattern_predictions(Rf)
     for p in torch.nonzero(moved).flatten().tolist():
         # option 0: Q_p = 0; option 1: the blend (when it exists)
         options = [(torch.zeros_like(Q[p]), torch.zeros_like(shares[p]))]
