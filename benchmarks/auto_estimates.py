@@ -2,8 +2,8 @@
 "What auto picks"; the constants of ``lightning_convex/solvers/estimates.py``).
 
 Each program is solved in a child process (so its peak memory is its own): Clarabel
-(``solve(program, solver="clarabel", time_limit=--limit)``) and the engine
-(``solve(program, solver="engine", time_limit=--engine-seconds)``, warm-started from the
+(``solve(program, solver="clarabel", time_limit=--seconds)``) and the engine
+(``solve(program, solver="engine", time_limit=--seconds)``, warm-started from the
 network), and the row prints the estimate beside the measurement: seconds, and the child's
 peak resident memory during the solve above its resident memory before it (Linux: the peak is
 reset through ``/proc/self/clear_refs`` before the solve and read from ``VmHWM`` after). A child killed by ``--limit`` seconds (plus

@@ -19,9 +19,10 @@ Per iteration, then,
 
 (the last two: work proportional to the rows, and to the P m second-order cones), times
 ``CLARABEL_ITERATIONS``; memory ~ ``CLARABEL_BYTES_PER_ENTRY`` per explicit entry plus 8 bytes per
-fill entry. The counts come from the pattern masks; the constants
-were fitted to measurements of ``benchmarks/auto_estimates.py`` (BENCHMARKS.md, "What auto
-picks") and err on the high side for all but the largest programs measured.
+fill entry. The counts come from the pattern masks; the constants were set from Clarabel runs
+of ``benchmarks/auto_estimates.py``. They are rough (BENCHMARKS.md, "What auto picks", sets the
+estimates beside measured solves): what ``auto`` needs from them is the order of magnitude that
+separates a solve of seconds from one of hours or of more memory than the machine has.
 
 The engine (:mod:`lightning_convex.engine`) is matrix-free: a handful of (n, P, m) row buffers in
 its working dtype and in float64 for the certificates, a few (P m, r) iterates, and the whitened
