@@ -203,7 +203,7 @@ class _Recording(ConvexCertificate):
 def test_ddp_spawn_equals_single_process(tmp_path):
     X, y = make_data(n=61)
     module = make_module(K=4, m=3)
-    callback = _Recording(tmp_path, search=3, extra_patterns=2, seed=3, support=24)
+    callback = _Recording(tmp_path, search=3, extra_patterns=2, seed=3, method="fit", support=24)
     trainer = make_trainer(callbacks=[callback], max_epochs=1, strategy="ddp_spawn", devices=2,
                            accelerator="cpu")
     trainer.fit(module, loader(X, y))
@@ -212,7 +212,7 @@ def test_ddp_spawn_equals_single_process(tmp_path):
     got = rows[0][-1]
     assert got["n"] == 61
     # the main process got rank 0's weights back: certify them on all rows in one process
-    expected = lc.certify(module.net, X, y, BETA, extra_patterns=2, search=3, support=24,
+    expected = lc.certify(module.net, X, y, BETA, extra_patterns=2, search=3, method="fit", support=24,
                           generator=torch.Generator().manual_seed(3))
     for name, value in expected.metrics().items():
         assert math.isclose(got[name], value, rel_tol=1e-6, abs_tol=1e-9), (name, got[name], value)
