@@ -16,7 +16,8 @@ from typing import Any, Optional
 import torch
 
 from .._checks import check_int, check_number
-from ..certificates import Certificate, certify
+from ..certificates import Certificate, certify, check_certify_options
+from ..model import network_rows
 from ._base import ConvexCallback
 
 
@@ -84,6 +85,8 @@ class ConvexCertificate(ConvexCallback):
     #: the least seconds a certificate gets by default (an epoch of a small data set takes
     #: milliseconds; programs small enough to be solved exactly are solved whatever the budget)
     TIME_LIMIT_FLOOR = 0.1
+    #: :func:`~lightning_convex.certify` arguments the callback sets itself
+    RESERVED = ("patterns", "multipliers", "solution", "sync", "generator", "warm_start")
 
     def __init__(
         self,
@@ -104,9 +107,11 @@ class ConvexCertificate(ConvexCallback):
         if time_limit is not None:
             time_limit = check_number("time_limit", time_limit)
         self.time_limit = time_limit
-        for key in ("patterns", "multipliers", "solution", "sync", "generator", "warm_start"):
+        for key in self.RESERVED:
             if key in certify_kwargs:
                 raise ValueError(f"ConvexCertificate sets {key!r} itself; it cannot be passed")
+        # unknown keywords and bad values fail here, not epochs into a fit
+        check_certify_options(certify_kwargs)
         self.seed = int(seed)
         self.prog_bar = bool(prog_bar)
         self.certify_kwargs = certify_kwargs
@@ -115,10 +120,12 @@ class ConvexCertificate(ConvexCallback):
         self._last_metrics: dict = {}
         self._num_certificates = 0
         self._told = False
+        self._rows = None  # (X, y, Rows): the shard prepared once for certify
 
     def _reset(self) -> None:
         super()._reset()
         self.last_certificate = None  # its engine state is the next certificate's warm start
+        self._rows = None
         self._last_metrics = {}
         self._num_certificates = 0
         self._told = False
@@ -166,6 +173,17 @@ class ConvexCertificate(ConvexCallback):
         values = {f"convex/{name}": value for name, value in certificate.metrics().items()}
         self._log(trainer, pl_module, values, on_step=on_step, prog_bar=self.prog_bar)
 
+    def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
+        """Called when fit is interrupted: drops the cached training rows."""
+        super().on_exception(trainer, pl_module, exception)
+        self._rows = None
+
+    def teardown(self, trainer, pl_module, stage: str) -> None:
+        """Called when fit, validate, test or predict ends: drops the cached training rows (the
+        last certificate and its engine state stay, for inspection)."""
+        super().teardown(trainer, pl_module, stage)
+        self._rows = None
+
     # -- checkpointing ----------------------------------------------------------------------------
     def state_dict(self) -> dict:
         """Called when saving a checkpoint.
@@ -212,6 +230,10 @@ class ConvexCertificate(ConvexCallback):
         """Compute the certificate now (every rank must call it: it synchronises)."""
         net, beta = self._network(pl_module)
         X, y = self._training_shard(trainer, pl_module)
+        if self._rows is None or self._rows[0] is not X or self._rows[1] is not y or \
+                self._rows[2].bias != net.bias or self._rows[2].device != net.W1.device:
+            # validated and converted (float64, bias column) once per shard, not per certificate
+            self._rows = (X, y, network_rows(net, X, y))
         generator = None
         if self.extra_patterns or self.search:
             # the same draw on every rank, a new one for each certificate
@@ -220,7 +242,7 @@ class ConvexCertificate(ConvexCallback):
         if self.time_limit is not None or "max_iter" not in kwargs:  # a fixed max_iter alone: no clock
             kwargs["time_limit"] = self.budget()
         return certify(
-            net, X, y, beta, extra_patterns=self.extra_patterns, search=self.search,
+            net, self._rows[2], None, beta, extra_patterns=self.extra_patterns, search=self.search,
             generator=generator, sync=self._sync(trainer), warm_start=self.last_certificate, **kwargs,
         )
 

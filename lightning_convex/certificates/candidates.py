@@ -6,9 +6,9 @@ multipliers mu >= 0 over the rows of this process. For each point, the bound of 
 section 5 is evaluated in float64 on the program itself (the original features, not a solver's
 coordinates), with the multipliers of each pattern rescaled by the t_p >= 0 that minimises its
 B_p(v, t_p mu_p) = max_j ||(A^T v)_pj + t_p (G^T mu)_pj|| (:func:`~lightning_convex.engine.certify.best_scales`;
-any t_p >= 0 keeps mu valid). A^T v and G^T mu are two products, so the rescaling costs nothing
-more. The chosen point's bound is then recomputed through :mod:`lightning_convex.duality` with
-the rescaled multipliers, so the reported value comes from the one implementation of the bound.
+any t_p >= 0 keeps mu valid). A^T v and G^T mu are two float64 products, so the rescaling costs
+nothing more: B_p is the norm of their sum, the section-5 B_p(v, t mu) itself, and the bound is
+:func:`lightning_convex.duality.lower_bound` of it.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from typing import List, NamedTuple, Optional, Sequence, Tuple
 
 import torch
 
-from ..duality import DualBound, lower_bound, pattern_bounds, residual_bound
+from ..duality import DualBound, lower_bound
 from ..engine.certify import best_scales
 from ..program import RestrictedProgram
 from ..rows import RowSync
@@ -64,19 +64,19 @@ def best_of(program: RestrictedProgram, points: Sequence[Tuple[str, torch.Tensor
         Av = sync.sum(program.predict_adjoint(v))
         if Gm is None:
             t = torch.ones(P, dtype=torch.float64, device=program.device)
-            Bmax = float(Av.norm(dim=2).amax()) if P else 0.0
+            B = Av.norm(dim=2).amax(dim=1)
         else:
-            t, Bmax = best_scales(Av, Gm)
+            t, _ = best_scales(Av, Gm)
+            B = (Av + t[:, None, None] * Gm).norm(dim=2).amax(dim=1)  # B_p(v, t_p mu_p)
         sums = sync.sum(torch.stack([v @ program.y, v @ v]))
-        value = lower_bound(float(sums[0]), float(sums[1]), beta, Bmax).value
-        if best is None or value > best[0]:
-            best = (value, name, v, t)
-    _, name, v, t = best
+        bound = lower_bound(float(sums[0]), float(sums[1]), beta, float(B.max()) if P else 0.0)
+        if best is None or bound.value > best[0].value:
+            best = (bound, name, B, t)
+    bound, name, B, t = best
     scaled = None
     if mu1 is not None:
         scaled = (mu1 * t[:, None, None], None if mu2 is None else mu2 * t[:, None])
-    B = pattern_bounds(program, v, *(scaled if scaled is not None else (None, None)), sync=sync)
-    return Choice(residual_bound(program.y, v, beta, B, sync=sync), name, B, scaled)
+    return Choice(bound, name, B, scaled)
 
 
 def best_choice(choices: List[Choice]) -> Choice:

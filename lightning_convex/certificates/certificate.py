@@ -37,6 +37,7 @@ S holds every hyperplane arrangement (``exhaustive=True``, the caller's claim).
 
 from __future__ import annotations
 
+import inspect
 import math
 import time
 from dataclasses import dataclass, field
@@ -44,7 +45,7 @@ from typing import Optional
 
 import torch
 
-from .._checks import check_beta, check_int
+from .._checks import check_beta, check_float_dtype, check_int
 from ..duality import lower_bound, relative_gap
 from ..engine.dual import DualState, improve_dual
 from ..mapping import branch_variables, scatter_to_patterns
@@ -53,13 +54,13 @@ from ..patterns import PatternSet, private_generator
 from ..program import RestrictedProgram
 from ..rows import RowSync
 from .candidates import Choice, best_choice, best_of
-from .dual_point import dual_point as make_dual_point
+from .dual_point import DUAL_POINTS, dual_point as make_dual_point
 from .exact import ALWAYS_EXACT_ENTRIES, exact_dual, exact_fits, program_entries
 from .fit import DEFAULT_SUPPORT, fit_bounds, fit_plan
 from .network import network_pass, pattern_set
 from .search import search_outside
 
-__all__ = ["Certificate", "certify", "DEFAULT_MARGIN"]
+__all__ = ["Certificate", "certify", "check_certify_options", "DEFAULT_MARGIN"]
 
 METHODS = ("auto", "exact", "engine", "fit")
 #: ``suboptimal`` needs max_violation > 1 + DEFAULT_MARGIN (see :func:`certify`, ``margin``)
@@ -180,7 +181,9 @@ def _given_multipliers(multipliers, P: int, n_local: int, m: int, device):
     return mu1, mu2
 
 
-def _check_options(method, time_limit, max_iter, margin, warm_start) -> None:
+def _check_options(method, time_limit, max_iter, margin, warm_start, iterations, support, refine, refine_rounds,
+                   search_steps, dual_point, engine_dtype, fit_dtype, membership_tol) -> None:
+    """Every option checked before any work, each error naming its parameter."""
     if method not in METHODS:
         raise ValueError(f"method must be one of {', '.join(map(repr, METHODS))}, got {method!r}")
     if time_limit is not None and (isinstance(time_limit, bool) or not isinstance(time_limit, (int, float))
@@ -191,6 +194,34 @@ def _check_options(method, time_limit, max_iter, margin, warm_start) -> None:
         raise ValueError(f"margin must be a number >= 0, got {margin!r}")
     if warm_start is not None and not isinstance(warm_start, (Certificate, DualState)):
         raise TypeError(f"warm_start must be a Certificate or None, got {type(warm_start).__name__}")
+    check_int("iterations", iterations, optional=True)
+    check_int("support", support, minimum=1)
+    if not (refine is True or refine is False or refine == "auto"):
+        raise ValueError(f"refine must be 'auto', True or False, got {refine!r}")
+    check_int("refine_rounds", refine_rounds)
+    check_int("search_steps", search_steps)
+    if dual_point not in DUAL_POINTS:
+        raise ValueError(f"dual_point must be one of {', '.join(map(repr, DUAL_POINTS))}, got {dual_point!r}")
+    check_float_dtype(engine_dtype, "engine_dtype")
+    if fit_dtype is not None:
+        check_float_dtype(fit_dtype, "fit_dtype")
+    if isinstance(membership_tol, bool) or not isinstance(membership_tol, (int, float)) or not membership_tol >= 0:
+        raise ValueError(f"membership_tol must be a number >= 0, got {membership_tol!r}")
+
+
+def check_certify_options(options: dict) -> None:
+    """Raise now, as :func:`certify` would later, on an unknown keyword in ``options`` (keyword
+    arguments meant for :func:`certify`, e.g. a callback's) or a bad value."""
+    parameters = inspect.signature(certify).parameters
+    for key in options:
+        if key not in parameters or key in ("net", "X", "y", "beta"):
+            raise TypeError(f"unknown certify option {key!r}; known: "
+                            f"{', '.join(k for k in parameters if k not in ('net', 'X', 'y', 'beta'))}")
+    values = {name: p.default for name, p in parameters.items()}
+    values.update(options)
+    _check_options(*(values[name] for name in inspect.signature(_check_options).parameters))
+    check_int("extra_patterns", values["extra_patterns"])
+    check_int("search", values["search"])
 
 
 def _agree(sync: RowSync, value: float, device) -> float:
@@ -322,7 +353,8 @@ def certify(
             raise ValueError(f"the network's parameter {name} contains NaN or inf entries")
     check_int("extra_patterns", extra_patterns)
     check_int("search", search)
-    _check_options(method, time_limit, max_iter, margin, warm_start)
+    _check_options(method, time_limit, max_iter, margin, warm_start, iterations, support, refine, refine_rounds,
+                   search_steps, dual_point, engine_dtype, fit_dtype, membership_tol)
     deadline = None if time_limit is None else start_time + float(time_limit)
     rows = network_rows(net, X, y)
     if rows.y is None:
@@ -368,7 +400,8 @@ def certify(
         carried = warm_start.state if isinstance(warm_start, Certificate) else warm_start
         reserve = _agree(sync, FINAL_PASSES * pass_seconds, device)
         iterate, state = improve_dual(program, _engine_start(network, S, where), carried, deadline=deadline,
-                                      max_iter=max_iter, reserve=reserve, dtype=engine_dtype, sync=sync)
+                                      max_iter=max_iter, reserve=reserve, dtype=engine_dtype, sync=sync,
+                                      residual=network.residual)
         info = dict(iterate.info)
         choices.append(best_of(program, iterate.points + [network_point], iterate.program_multipliers(), sync))
     if given is not None or extra_points:

@@ -77,7 +77,9 @@ class DualIterate:
     """The dual information of the last iterate of :func:`improve_dual` (working dtype).
 
     Attributes:
-        points: [("admm dual", v_V), ("admm primal", y - A Z)], each (n_local,).
+        points: [(name, v (n_local,))]: the better (by the iteration's own estimate) of the ADMM's
+            dual point v_V ("admm dual") and primal residual ("admm primal"), then with a
+            ``residual`` given, its V-step ("network V-step", :func:`v_step`).
         mu1: (n_local, P, m) cone multipliers >= 0 (the engine's layout); mu2: (n_local, P) or None.
         info: iterations (this call), total_iterations, rho, seconds, stop.
     """
@@ -93,6 +95,16 @@ class DualIterate:
         return mu1, None if self.mu2 is None else self.mu2.to(dtype).T.contiguous()
 
 
+def v_step(ops: Operators, residual: torch.Tensor, rho: float) -> torch.Tensor:
+    """The V-step's dual point for a primal point with residual r and zero scaled duals:
+    rho r_i / (rho + c_i), c_i = sum_pj M_pj,i the active (pattern, neuron) pairs of row i
+    (:mod:`.admm`). What one ADMM iteration from a network gives as its dual point, without the
+    iteration: rows feeding many patterns' constraints are shrunk, rows feeding none keep their
+    residual (their v_i enters no constraint)."""
+    count = torch.cat([ops.masks(rows).count for rows in ops.row_chunks()]).to(residual.dtype)
+    return rho * residual / (rho + count)
+
+
 def _vote(sync: RowSync, stop: bool, device) -> bool:
     """True on every process when any process votes to stop."""
     if not sync.distributed:
@@ -104,8 +116,8 @@ def _vote(sync: RowSync, stop: bool, device) -> bool:
 def improve_dual(program: RestrictedProgram, Q0: Optional[torch.Tensor] = None, state: Optional[DualState] = None,
                  deadline: Optional[float] = None, max_iter: Optional[int] = None, reserve: float = 0.0,
                  dtype: torch.dtype = torch.float32, sync: Optional[RowSync] = None,
-                 callback: Optional[Callable] = None, tune_threads: bool = True
-                 ) -> Tuple[DualIterate, DualState]:
+                 callback: Optional[Callable] = None, tune_threads: bool = True,
+                 residual: Optional[torch.Tensor] = None) -> Tuple[DualIterate, DualState]:
     """ADMM iterations on ``program`` until ``deadline`` (a ``time.perf_counter()`` value, less
     ``reserve`` seconds kept for the caller) or ``max_iter`` iterations, whichever comes first
     (at least one iteration; one of the two must be given).
@@ -121,6 +133,10 @@ def improve_dual(program: RestrictedProgram, Q0: Optional[torch.Tensor] = None, 
         callback: called after every iteration with {"iteration", "seconds"}; ``True`` stops
             (the vote is shared by every process).
         tune_threads: on a CPU, choose the thread count by timing (:mod:`.threads`).
+        residual: the residual y - A Q0 of the primal start (float64, n_local): its V-step
+            (:func:`v_step`) is returned as one more dual point, the one a cold start's first
+            iteration would give; with a carried iterate it covers the early iterations, whose
+            dual points can be worse than that.
 
     Returns:
         (:class:`DualIterate` of the last iterate, the :class:`DualState` to pass next time).
@@ -179,25 +195,28 @@ def improve_dual(program: RestrictedProgram, Q0: Optional[torch.Tensor] = None, 
         tuner.restore()
     state.admm = alg.state
     state.iterations += iteration
-    _, check = best
-    points = [("admm dual", check.v_dual), ("admm primal", ops.y - check.pred)]
+    _, check, which = best
+    points = [("admm dual", check.v_dual) if which == "dual" else ("admm primal", ops.y - check.pred)]
+    if residual is not None:
+        points.append(("network V-step", v_step(ops, residual.to(ops.device), alg.rho0)))
     info = {"iterations": iteration, "total_iterations": state.iterations, "rho": alg.state.rho, "start": how,
             "seconds": time.perf_counter() - started, "stop": stop}
     return DualIterate(points, check.mu1, check.mu2, info), state
 
 
-def _estimate(check, ops) -> float:
-    """The larger of the two dual points' section-5 bounds as the iteration sees them (its own
-    coordinates and precision: good enough to pick a check, never reported)."""
+def _estimate(check, ops):
+    """(bound, "dual" or "primal"): the better of the two dual points' section-5 bounds as the
+    iteration sees them (its own coordinates and precision: good enough to choose, never
+    reported)."""
     beta = ops.program.beta
-    primal = lower_bound(check.vy, check.vv, beta, float(ops.bound_norms(check.C.double()).max()))
-    dual = lower_bound(check.dual_vy, check.dual_vv, beta, float(ops.bound_norms(check.C_dual.double()).max()))
-    return max(primal.value, dual.value)
+    primal = lower_bound(check.vy, check.vv, beta, float(ops.bound_norms(check.C.double()).max())).value
+    dual = lower_bound(check.dual_vy, check.dual_vv, beta, float(ops.bound_norms(check.C_dual.double()).max())).value
+    return (dual, "dual") if dual >= primal else (primal, "primal")
 
 
 def _better(best, check, ops):
-    """(estimate, check) of the better of ``best`` and ``check`` (the later one on ties)."""
-    value = _estimate(check, ops)
+    """(estimate, check, which point) of the better of ``best`` and ``check`` (the later on ties)."""
+    value, which = _estimate(check, ops)
     if best is None or value >= best[0]:
-        return value, check
+        return value, check, which
     return best
