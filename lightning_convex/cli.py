@@ -3,6 +3,7 @@
     lightning-convex demo                                   # SGD vs hybrid on diabetes, certified
     lightning-convex reproduce table1 --data-dir DIR --out table1.csv
     lightning-convex reproduce figure4 --out figure4/
+    lightning-convex reproduce figure5 --out figure5/               # Fashion-MNIST, CPU-sized defaults
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import math
 import sys
 
 from .data import UCI_SETS
-from .experiments import demo, figure4, table1
+from .experiments import demo, figure4, figure5, table1
 from .solvers import available_solvers
 
 
@@ -42,6 +43,9 @@ def _positive_float(text: str) -> float:
     return value
 
 
+NON_NEGATIVE = _number(float, 0.0, "a non-negative number")
+
+
 def _demo(args) -> int:
     return demo.main(out=args.out, epochs=args.epochs, certify_every=args.certify_every,
                      warm_every=args.warm_every, beta=args.beta, branches=args.branches,
@@ -59,6 +63,16 @@ def _figure4(args) -> int:
     return figure4.main(out=args.out, Ks=tuple(args.K), seeds=args.seeds, steps=args.steps,
                         hybrid_every=args.hybrid_every, max_patterns=args.max_patterns,
                         sampled=args.sampled)
+
+
+def _figure5(args) -> int:
+    return figure5.main(out=args.out, data_dir=args.data_dir, methods=args.methods,
+                        progress=not args.no_progress, n=args.n, n_test=args.n_test, K=args.K, m=args.m,
+                        patterns=args.patterns, beta=args.beta, epochs=args.epochs,
+                        batch_size=args.batch_size, lr=args.lr, convex_lr=args.convex_lr, rho=args.rho,
+                        warm_every=args.warm_every, warm_time=args.warm_time,
+                        warm_rounds=args.warm_rounds, seed=args.seed, device=args.device,
+                        threads=args.threads)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -82,7 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--no-progress", action="store_true", help="hide progress bars")
     demo.set_defaults(func=_demo)
 
-    reproduce = sub.add_parser("reproduce", help="reproduce the paper's Table 1 or Figure 4")
+    reproduce = sub.add_parser("reproduce", help="reproduce the paper's Table 1, Figure 4 or Figure 5")
     which = reproduce.add_subparsers(dest="experiment", required=True)
     t1 = which.add_parser("table1", help="the six UCI sets of Table 1")
     t1.add_argument("--data-dir", default=None, help="folder with the UCI sets (default ../shared/data/uci)")
@@ -104,6 +118,34 @@ def build_parser() -> argparse.ArgumentParser:
                     help="largest exhaustive pattern set; above it, sampled patterns (scope stated)")
     f4.add_argument("--sampled", type=POSITIVE_INT, default=5000, help="sampled patterns in the fallback")
     f4.set_defaults(func=_figure4)
+    f5 = which.add_parser("figure5", help="Fashion-MNIST accuracy vs wall time: network, convex program, hybrid")
+    d5 = figure5.Settings()
+    f5.add_argument("--out", default="figure5", help="folder for curves.csv and figure5.png")
+    f5.add_argument("--data-dir", default=None,
+                    help="folder with the four IDX files (default: the dataset-fashion-mnist package's)")
+    f5.add_argument("--methods", nargs="+", default=list(figure5.METHODS), choices=figure5.METHODS)
+    f5.add_argument("--n", type=POSITIVE_INT, default=d5.n, help="training rows (class-stratified subsample)")
+    f5.add_argument("--n-test", type=POSITIVE_INT, default=d5.n_test, help="test rows (stratified)")
+    f5.add_argument("--K", type=POSITIVE_INT, default=d5.K, help="branches per class network")
+    f5.add_argument("--m", type=POSITIVE_INT, default=d5.m, help="first-layer width of each branch")
+    f5.add_argument("--patterns", type=POSITIVE_INT, default=None,
+                    help="sampled patterns per class for the convex program (default: K)")
+    f5.add_argument("--beta", type=_positive_float, default=d5.beta, help="regularization weight (sum form)")
+    f5.add_argument("--epochs", type=POSITIVE_INT, default=d5.epochs)
+    f5.add_argument("--batch-size", type=POSITIVE_INT, default=d5.batch_size)
+    f5.add_argument("--lr", type=_positive_float, default=d5.lr, help="Adam's step for the networks")
+    f5.add_argument("--convex-lr", type=_positive_float, default=d5.convex_lr,
+                    help="Adam's step for the convex program")
+    f5.add_argument("--rho", type=NON_NEGATIVE, default=d5.rho, help="hinge penalty on violated cone rows")
+    f5.add_argument("--warm-every", type=POSITIVE_INT, default=d5.warm_every, help="epochs between warm starts")
+    f5.add_argument("--warm-time", type=_positive_float, default=d5.warm_time, help="seconds per warm-start solve")
+    f5.add_argument("--warm-rounds", type=POSITIVE_INT, default=d5.warm_rounds,
+                    help="active-set rounds per warm start")
+    f5.add_argument("--seed", type=SEED, default=d5.seed)
+    f5.add_argument("--device", default=d5.device, choices=["cpu", "cuda", "auto"])
+    f5.add_argument("--threads", type=POSITIVE_INT, default=d5.threads, help="torch CPU threads")
+    f5.add_argument("--no-progress", action="store_true", help="no line per class and epoch")
+    f5.set_defaults(func=_figure5)
     return parser
 
 

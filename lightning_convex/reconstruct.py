@@ -11,6 +11,7 @@ from typing import Optional
 
 import torch
 
+from ._checks import check_int
 from .mapping import branch_variables, rebuild_branches, scatter_to_patterns
 from .model import ParallelReLU, float64_parameters
 from .patterns import PatternSet, patterns_of
@@ -58,8 +59,10 @@ def to_network(solution: Solution, regularization: str = "path", rtol: float = 1
     new network is built whatever the solution's status (nothing is overwritten), without
     advancing the global torch RNG.
     """
+    if not isinstance(solution, Solution):
+        raise TypeError(f"solution must be a Solution, got {type(solution).__name__}")
     count = int(solution.active_patterns(rtol).sum())
-    K = max(count, 1) if branches is None else branches
+    K = max(count, 1) if branches is None else check_int("branches", branches, minimum=1)
     if K < count:
         raise ValueError(f"the solution has {count} nonzero patterns but branches={K}")
     program = solution.program

@@ -255,3 +255,15 @@ def test_forward_names_the_wrong_input():
         net(torch.zeros(4, 3, dtype=torch.float64))
     with pytest.raises(ValueError, match=r"shape \(n, 3\)"):
         net(torch.zeros(4, 5))
+
+
+def test_bad_arguments_are_named():
+    X, y, net, pats, prog = make_program(31)
+    with pytest.raises(ValueError, match="CVXPY solver 'NOPE' is not installed"):
+        lc.solve(prog, solver="cvxpy", cvxpy_solver="NOPE")
+    with pytest.raises(ValueError, match="hidden must be an integer >= 1"):
+        lc.sample_patterns(X, 3, 0)
+    with pytest.raises(TypeError, match="generator must be a torch.Generator"):
+        lc.sample_patterns(X, 3, 2, generator=1)
+    with pytest.raises(TypeError, match="solution must be a Solution"):
+        lc.to_network(None)

@@ -24,6 +24,8 @@ def private_generator(generator: Optional[torch.Generator] = None) -> torch.Gene
     the initial seed does not advance the global RNG, and the draws stay reproducible under
     ``torch.manual_seed``."""
     if generator is not None:
+        if not isinstance(generator, torch.Generator):
+            raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
         return generator
     return torch.Generator(device="cpu").manual_seed(torch.initial_seed())
 
@@ -61,6 +63,7 @@ def sample_patterns(
     patterns come back. X is raw (n, d) data or a :class:`~lightning_convex.rows.Rows`.
     """
     check_int("count", count)
+    check_int("hidden", hidden, minimum=1)
     check_architecture(depth, hidden)
     rows = Rows.prepare(X, bias=bias, dtype=torch.float64)
     W1, w2, w3 = draw_branches(count, rows.feature_dim, hidden, depth, generator, rows.device)
