@@ -24,6 +24,7 @@ import math
 from dataclasses import dataclass
 from typing import Optional
 
+import numpy as np
 import torch
 
 from ..duality import lower_bound, program_bound, relative_gap
@@ -150,23 +151,25 @@ def best_scales(Gv: torch.Tensor, Gm: torch.Tensor):
     than t_p = 1. B_p is the largest of m norms of affine functions of t_p, so it is convex and
     golden sections find its minimum. Any t_p >= 0 keeps the multipliers valid.
     """
-    cc, cd, dd = (Gv * Gv).sum(dim=2), (Gv * Gm).sum(dim=2), (Gm * Gm).sum(dim=2)
+    cc, cd, dd = ((a * b).sum(dim=2).double().cpu().numpy() for a, b in ((Gv, Gv), (Gv, Gm), (Gm, Gm)))
 
+    # the search runs on (P, m) numbers: in NumPy, since a hundred tiny torch operations per
+    # call cost far more than the arithmetic (and much more again with a busy thread pool)
     def B(t):  # (P,) the pattern bounds at scales t (P,)
-        return (cc + 2 * t[:, None] * cd + (t * t)[:, None] * dd).clamp_min(0).sqrt().amax(dim=1)
+        return np.sqrt(np.maximum(cc + 2 * t[:, None] * cd + (t * t)[:, None] * dd, 0)).max(axis=1, initial=0.0)
 
-    lo = torch.zeros(Gv.shape[0], dtype=Gv.dtype, device=Gv.device)
-    hi = torch.full_like(lo, RESCALE_MAX)
+    lo = np.zeros(Gv.shape[0])
+    hi = np.full_like(lo, RESCALE_MAX)
     ratio = (math.sqrt(5) - 1) / 2
     for _ in range(RESCALE_STEPS):
         a, b = hi - ratio * (hi - lo), lo + ratio * (hi - lo)
         left = B(a) <= B(b)
-        hi = torch.where(left, b, hi)
-        lo = torch.where(left, lo, a)
+        hi = np.where(left, b, hi)
+        lo = np.where(left, lo, a)
     t = (lo + hi) / 2
-    ones = torch.ones_like(t)
-    t = torch.where(B(t) <= B(ones), t, ones)
-    return t, float(B(t).max()) if t.numel() else 0.0
+    ones = np.ones_like(t)
+    t = np.where(B(t) <= B(ones), t, ones)
+    return torch.as_tensor(t, dtype=Gv.dtype, device=Gv.device), float(B(t).max()) if t.size else 0.0
 
 
 def rescale_multipliers(ops, check, beta: float):
