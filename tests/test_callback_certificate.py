@@ -109,6 +109,37 @@ def test_data_argument_and_shuffled_loader():
     assert math.isclose(callback.last_certificate.lower_bound, cert.lower_bound, rel_tol=1e-12)
 
 
+class _KeepAll(ConvexCertificate):
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.kept = []
+
+    def on_certificate(self, trainer, pl_module, certificate, on_step):
+        super().on_certificate(trainer, pl_module, certificate, on_step)
+        self.kept.append((certificate, [p.detach().double().clone() for p in pl_module.net.parameters()]))
+
+
+def test_engine_state_is_carried_between_epochs_and_every_bound_is_valid():
+    """method="engine": each certificate continues the previous one's iterate (the iteration
+    counts add up), and each bound is below OPT(S) of that epoch's network (independent CVXPY)."""
+    from conftest import reference_optimum
+
+    X, y = make_data(n=40)
+    callback = _KeepAll(method="engine", max_iter=4)
+    module = make_module(K=3, m=2)
+    make_trainer(callbacks=[callback], max_epochs=3).fit(module, loader(X, y))
+    assert [c.info["total_iterations"] for c, _ in callback.kept] == [4, 8, 12]
+    assert [c.info["start"] for c, _ in callback.kept] == ["network", "carried", "carried"]
+    for cert, params in callback.kept:
+        net = lc.ParallelReLU(3, 2, 3, bias=True).double()
+        with torch.no_grad():
+            for p, value in zip(net.parameters(), params):
+                p.copy_(value)
+        opt = reference_optimum(X.double(), y.double(), lc.patterns_of(net, X.double()), BETA)
+        assert cert.lower_bound <= opt + 1e-7 * (1 + abs(opt))
+        assert cert.primal >= opt - 1e-7 * (1 + abs(opt))
+
+
 # ------------------------------------------------------------------------------------------------
 # checkpoints
 # ------------------------------------------------------------------------------------------------
@@ -203,7 +234,7 @@ class _Recording(ConvexCertificate):
 def test_ddp_spawn_equals_single_process(tmp_path):
     X, y = make_data(n=61)
     module = make_module(K=4, m=3)
-    callback = _Recording(tmp_path, search=3, extra_patterns=2, seed=3, support=24)
+    callback = _Recording(tmp_path, search=3, extra_patterns=2, seed=3, method="fit", support=24)
     trainer = make_trainer(callbacks=[callback], max_epochs=1, strategy="ddp_spawn", devices=2,
                            accelerator="cpu")
     trainer.fit(module, loader(X, y))
@@ -212,7 +243,7 @@ def test_ddp_spawn_equals_single_process(tmp_path):
     got = rows[0][-1]
     assert got["n"] == 61
     # the main process got rank 0's weights back: certify them on all rows in one process
-    expected = lc.certify(module.net, X, y, BETA, extra_patterns=2, search=3, support=24,
+    expected = lc.certify(module.net, X, y, BETA, extra_patterns=2, search=3, method="fit", support=24,
                           generator=torch.Generator().manual_seed(3))
     for name, value in expected.metrics().items():
         assert math.isclose(got[name], value, rel_tol=1e-6, abs_tol=1e-9), (name, got[name], value)

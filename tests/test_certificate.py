@@ -112,7 +112,7 @@ def test_any_nonnegative_multipliers_give_a_valid_bound():
     mu1 = 50 * torch.rand(4, 35, 3, generator=gen, dtype=torch.float64)
     mu2 = 50 * torch.rand(4, 35, generator=gen, dtype=torch.float64)
     for refine in (False, True):
-        cert = lc.certify(net, X, y, 0.4, multipliers=(mu1, mu2), refine=refine, iterations=0)
+        cert = lc.certify(net, X, y, 0.4, multipliers=(mu1, mu2), method="fit", refine=refine, iterations=0)
         assert cert.lower_bound <= opt + solver_tol(opt)
 
 
@@ -163,8 +163,8 @@ def test_solver_multipliers_are_used_after_a_solve():
     S = lc.patterns_of(net, X)
     solution = clarabel_solution(X, y, S, 0.5)
     rebuilt = lc.to_network(solution)
-    loose = lc.certify(rebuilt, X, y, 0.5, patterns=S, refine=False, iterations=5)
-    tight = lc.certify(rebuilt, X, y, 0.5, solution=solution, refine=False, iterations=5)
+    loose = lc.certify(rebuilt, X, y, 0.5, patterns=S, method="fit", refine=False, iterations=5)
+    tight = lc.certify(rebuilt, X, y, 0.5, solution=solution, method="fit", refine=False, iterations=5)
     assert tight.relative_gap <= 1e-6 < loose.relative_gap
     # the solver's residual bounds OPT(S) for any network in S, here the unsolved one
     cert = lc.certify(net, X, y, 0.5, solution=solution)
@@ -177,8 +177,8 @@ def test_cone_multipliers_matter():
     X, y, net = random_case(500, n=60, d=4, K=6, m=3)
     S = lc.patterns_of(net, X)
     rebuilt = lc.to_network(clarabel_solution(X, y, S, 0.5))
-    zero = lc.certify(rebuilt, X, y, 0.5, patterns=S, iterations=0, refine=False)
-    good = lc.certify(rebuilt, X, y, 0.5, patterns=S)
+    zero = lc.certify(rebuilt, X, y, 0.5, patterns=S, method="fit", iterations=0, refine=False)
+    good = lc.certify(rebuilt, X, y, 0.5, patterns=S, method="fit")
     assert zero.lower_bound < 0.5 * good.lower_bound
 
 

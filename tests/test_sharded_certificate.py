@@ -65,7 +65,7 @@ def assert_same_certificate(got, expected, rel=1e-9):
 CASES = {
     "own patterns": dict(),
     "sampled and search": dict(extra_patterns=12, search=4, seed=3),
-    "support below n": dict(extra_patterns=6, support=12, seed=4),
+    "support below n": dict(extra_patterns=6, method="fit", support=12, seed=4),
     # depth 2 on shards of 2-3 rows: many draws coincide on one shard but not on all rows, so
     # dropping duplicates must compare the patterns over every shard
     "few rows": dict(n=7, depth=2, m=1, extra_patterns=40, seed=5),
@@ -104,7 +104,7 @@ def test_thread_shards_equal_one_process_near_the_optimum(trained, size):
     """At a gap of ~1e-8 J the multiplier fit's iterates depend on the order of the row sums, so
     the bounds agree to 1e-7 of J there, not 1e-9 (a sum off by 1e-6 still fails)."""
     net, X, y = trained
-    expected = check_against_one_process(net, X, y, size, dict(support=12), rel=1e-7)
+    expected = check_against_one_process(net, X, y, size, dict(method="fit", support=12), rel=1e-7)
     assert expected.gap <= 1e-6 * expected.primal
 
 
@@ -112,10 +112,10 @@ def test_strategy_sync_over_thread_strategy_equals_one_process():
     """The callbacks' StrategySync (unequal shard lengths padded for an equal-shape all_gather)
     gives the single-process certificate too."""
     net, X, y = make_problem(n=62)
-    expected = lc.certify(net, X, y, BETA, extra_patterns=8, support=16,
+    expected = lc.certify(net, X, y, BETA, extra_patterns=8, method="fit", support=16,
                           generator=torch.Generator().manual_seed(1))
     certs = sharded_certificates(net, X, y, 3, lambda exchange, rank: StrategySync(ThreadTrainer(exchange, rank)),
-                                 seed=1, extra_patterns=8, support=16)
+                                 seed=1, extra_patterns=8, method="fit", support=16)
     for cert in certs:
         assert_same_certificate(cert, expected)
 

@@ -15,8 +15,9 @@ from typing import Any, Optional
 
 import torch
 
-from .._checks import check_int
-from ..certificates import Certificate, certify
+from .._checks import check_int, check_number
+from ..certificates import Certificate, certify, check_certify_options
+from ..model import network_rows
 from ._base import ConvexCallback
 
 
@@ -36,6 +37,13 @@ class ConvexCertificate(ConvexCallback):
       over unit-path-norm branches theta'; above 1 the network is provably not globally optimal.
 
     The gap bounds J(theta) - OPT(S), not the distance to the global optimum: S is the scope.
+
+    Each certificate spends about one epoch of training (``time_limit``): small programs are
+    solved exactly (the gap is then J - OPT(S) to solver precision); larger ones run the scale
+    engine from where the previous certificate's engine left off (its iterate and multipliers
+    are kept between certificates), so the bound improves over a fit instead of starting cold
+    (:func:`lightning_convex.certify`, ``method`` and ``warm_start``). That engine state lives
+    in memory only: a fit resumed from a checkpoint starts it afresh.
 
     Under DDP every rank reads an unpadded shard of the rows (rank r: rows r, r + W, ...) and
     every sum is reduced through the Trainer's strategy, so the certificate equals the
@@ -67,9 +75,18 @@ class ConvexCertificate(ConvexCallback):
         beta: the regularization weight; ``None`` reads ``pl_module.beta`` or its hparams.
         seed: seeds the sampled patterns and the search (the same on every rank).
         prog_bar: show the values in the progress bar.
-        certify_kwargs: passed on to :func:`lightning_convex.certify` (``iterations``,
-            ``support``, ``refine``, ``search_steps``, ...).
+        time_limit: seconds per certificate; ``None`` (default): about one epoch, the training
+            time of the latest epoch (:attr:`last_epoch_seconds`, the largest over ranks), at
+            least :attr:`TIME_LIMIT_FLOOR` seconds.
+        certify_kwargs: passed on to :func:`lightning_convex.certify` (``method``, ``max_iter``,
+            ``search_steps``, ``margin``, ...).
     """
+
+    #: the least seconds a certificate gets by default (an epoch of a small data set takes
+    #: milliseconds; programs small enough to be solved exactly are solved whatever the budget)
+    TIME_LIMIT_FLOOR = 0.1
+    #: :func:`~lightning_convex.certify` arguments the callback sets itself
+    RESERVED = ("patterns", "multipliers", "solution", "sync", "generator", "warm_start")
 
     def __init__(
         self,
@@ -81,14 +98,20 @@ class ConvexCertificate(ConvexCallback):
         beta: Optional[float] = None,
         seed: int = 0,
         prog_bar: bool = True,
+        time_limit: Optional[float] = None,
         **certify_kwargs: Any,
     ) -> None:
         super().__init__(every_n_epochs, every_n_train_steps, beta=beta, data=data)
         self.search = check_int("search", search)
         self.extra_patterns = check_int("extra_patterns", extra_patterns)
-        for key in ("patterns", "multipliers", "solution", "sync", "generator"):
+        if time_limit is not None:
+            time_limit = check_number("time_limit", time_limit)
+        self.time_limit = time_limit
+        for key in self.RESERVED:
             if key in certify_kwargs:
                 raise ValueError(f"ConvexCertificate sets {key!r} itself; it cannot be passed")
+        # unknown keywords and bad values fail here, not epochs into a fit
+        check_certify_options(certify_kwargs)
         self.seed = int(seed)
         self.prog_bar = bool(prog_bar)
         self.certify_kwargs = certify_kwargs
@@ -97,10 +120,12 @@ class ConvexCertificate(ConvexCallback):
         self._last_metrics: dict = {}
         self._num_certificates = 0
         self._told = False
+        self._rows = None  # (X, y, Rows): the shard prepared once for certify
 
     def _reset(self) -> None:
         super()._reset()
-        self.last_certificate = None
+        self.last_certificate = None  # its engine state is the next certificate's warm start
+        self._rows = None
         self._last_metrics = {}
         self._num_certificates = 0
         self._told = False
@@ -148,6 +173,17 @@ class ConvexCertificate(ConvexCallback):
         values = {f"convex/{name}": value for name, value in certificate.metrics().items()}
         self._log(trainer, pl_module, values, on_step=on_step, prog_bar=self.prog_bar)
 
+    def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
+        """Called when fit is interrupted: drops the cached training rows."""
+        super().on_exception(trainer, pl_module, exception)
+        self._rows = None
+
+    def teardown(self, trainer, pl_module, stage: str) -> None:
+        """Called when fit, validate, test or predict ends: drops the cached training rows (the
+        last certificate and its engine state stay, for inspection)."""
+        super().teardown(trainer, pl_module, stage)
+        self._rows = None
+
     # -- checkpointing ----------------------------------------------------------------------------
     def state_dict(self) -> dict:
         """Called when saving a checkpoint.
@@ -182,17 +218,32 @@ class ConvexCertificate(ConvexCallback):
         return dict(self._last_metrics)
 
     # -- the work -----------------------------------------------------------------------------------
+    def budget(self) -> float:
+        """The seconds the next certificate may spend: ``time_limit``, or by default the latest
+        epoch's training time, at least :attr:`TIME_LIMIT_FLOOR`. Override it for another
+        policy."""
+        if self.time_limit is not None:
+            return float(self.time_limit)
+        return max(self.TIME_LIMIT_FLOOR, self.last_epoch_seconds or 0.0)
+
     def certify(self, trainer, pl_module) -> Certificate:
         """Compute the certificate now (every rank must call it: it synchronises)."""
         net, beta = self._network(pl_module)
         X, y = self._training_shard(trainer, pl_module)
+        if self._rows is None or self._rows[0] is not X or self._rows[1] is not y or \
+                self._rows[2].bias != net.bias or self._rows[2].device != net.W1.device:
+            # validated and converted (float64, bias column) once per shard, not per certificate
+            self._rows = (X, y, network_rows(net, X, y))
         generator = None
         if self.extra_patterns or self.search:
             # the same draw on every rank, a new one for each certificate
             generator = torch.Generator(device="cpu").manual_seed(self.seed + self._num_certificates)
+        kwargs = dict(self.certify_kwargs)
+        if self.time_limit is not None or "max_iter" not in kwargs:  # a fixed max_iter alone: no clock
+            kwargs["time_limit"] = self.budget()
         return certify(
-            net, X, y, beta, extra_patterns=self.extra_patterns, search=self.search,
-            generator=generator, sync=self._sync(trainer), **self.certify_kwargs,
+            net, self._rows[2], None, beta, extra_patterns=self.extra_patterns, search=self.search,
+            generator=generator, sync=self._sync(trainer), warm_start=self.last_certificate, **kwargs,
         )
 
     def _run(self, trainer, pl_module, step_idx: Optional[int] = None, epoch_idx: Optional[int] = None) -> None:
@@ -206,9 +257,10 @@ class ConvexCertificate(ConvexCallback):
                 "within tolerance outside its cones), not a better-than-optimal point", warn=True,
             )
         self.on_certificate(trainer, pl_module, certificate, on_step=step_idx is not None)
-        if not math.isnan(certificate.max_violation) and certificate.max_violation > 1 and not self._told:
+        if certificate.suboptimal and not self._told:
             self._told = True
             self._report(
-                f"convex certificate: max_violation {certificate.max_violation:.4g} > 1, the network "
-                "is not globally optimal (a strict descent direction exists)"
+                f"convex certificate: max_violation {certificate.max_violation:.4g} > 1 + "
+                f"{certificate.margin:g}, the network is not globally optimal (a strict descent "
+                "direction exists)"
             )

@@ -8,23 +8,27 @@ outside S (section 6).
 The bound is the section-5 bound of :mod:`lightning_convex.duality`: for any dual point v and any
 cone multipliers mu >= 0, B_p(v, mu) = max_j ||(A^T v + G^T mu)_pj|| bounds lambda_p(v), and
 g(c v) with c = clip(v.y / ||v||^2, 0, beta / max_p B_p) is <= OPT(S). Validity never depends on
-how v and mu were found, so every step below only has to make the bound tight; the final B_p are
-evaluated in float64 from the multipliers that are used. The steps, one module each:
+how v and mu were found, so every method only has to make the bound tight, and every bound is
+evaluated in float64 on the program's own rows, whatever produced v and mu. The methods
+(``method``), one module each:
 
-1. The dual point v (:mod:`.dual_point`): by default the residual of the network with each
-   branch rescaled optimally; after a solve the solver's residual is tried too.
-2. The set S: the network's own active set, a given set (:mod:`.membership` checks that the
-   network lies in it), plus sampled patterns.
-3. Multipliers per pattern: support rows (:mod:`.support`), an ADMM fit on them
-   (:mod:`.multiplier_fit`), then, where the pattern's B_p limits the bound and m d' is small,
-   the exact value by cutting planes (:mod:`.refinement`). A solver's own multipliers are one
-   more candidate; at the restricted optimum they are exact.
-4. Optionally the search outside S (:mod:`.search`).
+* ``"exact"`` (:mod:`.exact`): solve the restricted program with the exact reference and use its
+  residual and multipliers; the gap is then J - OPT(S) to solver precision. ``"auto"`` takes it
+  where the solve is cheap (small programs).
+* ``"engine"`` (:mod:`lightning_convex.engine.dual`): warm-started iterations of the scale engine
+  for a time budget, whose dual iterate improves on the network's residual; a previous
+  certificate's engine state (``warm_start``) is continued, so a callback's bounds improve over
+  a fit instead of starting cold. ``"auto"`` takes it elsewhere.
+* ``"fit"`` (:mod:`.fit`): the network's own dual point with multipliers fitted on support rows
+  and refined by cutting planes: tight only near a restricted optimum.
+
+Each method's dual points are scored together with the network's own dual point
+(:mod:`.dual_point`) and any multipliers or solution the caller passes (:mod:`.candidates`).
 
 Every sum over rows goes through a :class:`~lightning_convex.rows.RowSync`, so the same code
-certifies data split in row shards over processes (the DDP callback): sums are all-reduced and
-the few rows a pattern's support or refinement needs are gathered, making the result equal to the
-single-process one up to floating-point summation order.
+certifies data split in row shards over processes (the DDP callback) and gives the
+single-process certificate up to floating-point summation order (under a time budget the
+engine's iteration count is the one thing that may differ; ``max_iter`` fixes it).
 
 Scope (section 8): the gap bounds J(theta) - OPT(S), where S is the network's own active set,
 a given set, plus any sampled patterns; ``scope`` says which. It is a global statement only when
@@ -33,40 +37,43 @@ S holds every hyperplane arrangement (``exhaustive=True``, the caller's claim).
 
 from __future__ import annotations
 
+import inspect
 import math
 import time
 from dataclasses import dataclass, field
-from typing import NamedTuple, Optional
+from typing import Optional
 
 import torch
 
-from .._checks import check_beta, check_int
-from ..duality import lower_bound, pattern_bounds, program_bound, relative_gap
-from ..mapping import branch_path_norms
-from ..model import ParallelReLU, float64_parameters, network_rows, regularizer
-from ..patterns import PatternSet, concatenate, private_generator, read_branches, sample_patterns
+from .._checks import check_beta, check_float_dtype, check_int
+from ..duality import lower_bound, relative_gap
+from ..engine.dual import DualState, improve_dual
+from ..mapping import branch_variables, scatter_to_patterns
+from ..model import ParallelReLU, network_rows
+from ..patterns import PatternSet, private_generator
 from ..program import RestrictedProgram
-from ..rows import Rows, RowSync
-from .cone_rows import pattern_block, pattern_chunks
-from .dual_point import dual_point as make_dual_point
-from .membership import branch_membership, check_membership
-from .multiplier_fit import default_iterations, fit_multipliers
-from .refinement import refine_bounds, refinement_floor, seed_rows
+from ..rows import RowSync
+from .candidates import Choice, best_choice, best_of
+from .dual_point import DUAL_POINTS, dual_point as make_dual_point
+from .exact import ALWAYS_EXACT_ENTRIES, exact_dual, exact_fits, program_entries
+from .fit import DEFAULT_SUPPORT, fit_bounds, fit_plan
+from .network import network_pass, pattern_set
 from .search import search_outside
-from .support import all_rows, support_rows
 
-__all__ = ["Certificate", "certify"]
+__all__ = ["Certificate", "certify", "check_certify_options", "DEFAULT_MARGIN"]
 
-#: Default number of support rows per pattern for the multiplier fit.
-DEFAULT_SUPPORT = 4096
-#: Refinement runs by default when a pattern's cutting-plane program has at most this many
-#: variables (m d'): each round is an interior-point solve in that many variables holding the
-#: cone rows of about 2 m d' data rows, so its cost grows steeply with m d'.
-REFINE_MAX_VARIABLES = 2000
-#: Fit iterations when the refinement follows (the fit then only seeds it).
-SEED_ITERATIONS = 200
-#: Above this much work per fit iteration (P k m d') without refinement, the fit runs in float32.
-FLOAT32_FIT_WORK = 1e9
+METHODS = ("auto", "exact", "engine", "fit")
+#: ``suboptimal`` needs max_violation > 1 + DEFAULT_MARGIN (see :func:`certify`, ``margin``)
+DEFAULT_MARGIN = 1e-6
+#: without a time limit the engine gets the time of this many passes of the network over the
+#: rows (an epoch of first-order training costs a few: forward, backward, the optimizer's
+#: step), and at least ENGINE_MIN_SECONDS
+EPOCH_PASSES = 4
+ENGINE_MIN_SECONDS = 1.0
+#: the seconds kept for the final float64 evaluation of the engine's dual points, in passes of
+#: the network over the rows (each point costs one product, the multipliers one, the chosen
+#: bound one more)
+FINAL_PASSES = 3
 
 
 # ------------------------------------------------------------------------------------------------
@@ -90,19 +97,26 @@ class Certificate:
         patterns: the set S itself (the network's patterns or the given set, then the sampled
             ones), on the rows certified, so a caller can check the claim or reuse the set.
         max_violation: largest r . f_theta'(X) / beta over unit-path-norm branches found by the
-            search of section 6 (> 1 proves the network is not globally optimal); NaN without a
-            search.
-        violating_patterns: the patterns (on the given rows) of the branches with
-            max_violation > 1, most violating first, for a solver to add; ``None`` without one.
+            search of section 6 (the raw number; see ``suboptimal``); NaN without a search.
+        suboptimal: True only when the search found a branch with r . f_theta'(X) / beta above
+            1 + ``margin``: a strict descent direction, so the network is not globally optimal.
+        margin: the relative margin ``suboptimal`` was decided with.
+        violating_patterns: the patterns (on the given rows) of the branches above 1 + margin,
+            most violating first, for a solver to add; ``None`` without one.
         violating_weights: (W1 (V, d', m), w2 (V, m) or None, w3 (V,)) of those branches, unit
             path norm, float64 on the network's device (patterns on other rows: read them there).
-        pattern_bounds: B_p / beta per pattern (float64, CPU): > 1 where the network's residual
-            violates pattern p's dual constraint.
-        dual_scale: the c of section 5 applied to the residual.
+        pattern_bounds: B_p / beta per pattern (float64, CPU) for the dual point and multipliers
+            of the bound: > 1 where that point violates pattern p's dual constraint.
+        dual_scale: the c of section 5 applied to that dual point.
         contains_network: whether every branch lies in a cone of S.
         n: number of rows (all shards).
         seconds: wall time.
-        refined: patterns refined by the exact cutting-plane step.
+        refined: patterns refined by the exact cutting-plane step (method ``"fit"``).
+        method: how the dual point was found (``"exact"``, ``"engine"``, ``"fit"`` or
+            ``"given"``: the caller's solution alone).
+        info: details: ``v`` (which dual point gave the bound), ``B_max``, and the method's own.
+        state: the engine's state after this certificate (method ``"engine"``), which
+            ``certify(..., warm_start=this)`` continues; not part of comparisons or checkpoints.
     """
 
     primal: float
@@ -113,6 +127,8 @@ class Certificate:
     num_patterns: int
     patterns: Optional[PatternSet] = None
     max_violation: float = float("nan")
+    suboptimal: bool = False
+    margin: float = DEFAULT_MARGIN
     violating_patterns: Optional[PatternSet] = None
     violating_weights: Optional[tuple] = None
     pattern_bounds: Optional[torch.Tensor] = None
@@ -121,7 +137,9 @@ class Certificate:
     n: int = 0
     seconds: float = 0.0
     refined: int = 0
+    method: str = ""
     info: dict = field(default_factory=dict)
+    state: Optional[DualState] = field(default=None, repr=False, compare=False)
 
     def metrics(self) -> dict:
         """The logged values as plain floats (``max_violation`` only after a search)."""
@@ -136,126 +154,18 @@ class Certificate:
         return out
 
     def __repr__(self) -> str:
-        extra = "" if math.isnan(self.max_violation) else f", max_violation={self.max_violation:.4g}"
+        extra = "" if math.isnan(self.max_violation) else \
+            f", max_violation={self.max_violation:.4g}, suboptimal={self.suboptimal}"
         return (
             f"Certificate(primal={self.primal:.10g}, lower_bound={self.lower_bound:.10g}, "
             f"gap={self.gap:.3e}, relative_gap={self.relative_gap:.3e}, scope={self.scope!r}, "
-            f"num_patterns={self.num_patterns}{extra})"
+            f"num_patterns={self.num_patterns}, method={self.method!r}{extra})"
         )
-
 
 
 # ------------------------------------------------------------------------------------------------
 # Steps of certify
 # ------------------------------------------------------------------------------------------------
-class _NetworkPass(NamedTuple):
-    """One pass of the network over the rows: J, the residual and the branch statistics."""
-
-    W1: torch.Tensor
-    w2: Optional[torch.Tensor]
-    w3: torch.Tensor
-    own: PatternSet  # the network's active set on these rows
-    outputs: torch.Tensor  # (K, n_local) branch outputs f_k(X)
-    residual: torch.Tensor  # y - f(X), (n_local,)
-    n_total: int
-    primal: float
-    path: torch.Tensor  # R_k, (K,)
-    Fy: torch.Tensor  # f_k . y over all rows, (K,)
-    gram: torch.Tensor  # f_k . f_l over all rows, (K, K)
-
-
-def _network_pass(net: ParallelReLU, rows: Rows, beta: float, sync: RowSync) -> _NetworkPass:
-    W1, w2, w3 = float64_parameters(net)
-    Xf, y = rows.features, rows.y
-    own, outputs = read_branches(Xf, W1, w2, w3, net.bias, outputs=True)
-    K = outputs.shape[0]
-    residual = y - outputs.sum(dim=0)
-    count = torch.tensor(float(Xf.shape[0]), dtype=Xf.dtype, device=Xf.device)
-    stats = sync.sum(torch.cat([
-        torch.stack([residual.square().sum(), count]),
-        outputs @ y,
-        (outputs @ outputs.T).reshape(-1),
-    ]))
-    primal = 0.5 * float(stats[0]) + beta * float(regularizer(W1, w2, w3, net.regularization))
-    return _NetworkPass(W1, w2, w3, own, outputs, residual, int(round(float(stats[1]))), primal,
-                        branch_path_norms(W1, w2, w3), stats[2 : 2 + K], stats[2 + K :].reshape(K, K))
-
-
-def _pattern_set(net: ParallelReLU, rows: Rows, network: _NetworkPass, patterns, extra_patterns: int,
-                 generator, exhaustive: bool, strict: bool, membership_tol: float, sync: RowSync):
-    """(S, scope, contains (K,) bool: which branches lie in a cone of S)."""
-    device = rows.device
-    contains = torch.ones(net.branches, dtype=torch.bool, device=device)
-    if patterns is None:
-        S, scope = network.own, "active set"
-    else:
-        if not isinstance(patterns, PatternSet):
-            raise TypeError(f"patterns must be a PatternSet, got {type(patterns).__name__}")
-        expected = (rows.n, net.hidden, net.depth, net.bias)
-        actual = (patterns.n, patterns.hidden, patterns.depth, patterns.bias)
-        if expected != actual:
-            raise ValueError(
-                f"patterns are for (n, m, depth, bias) = {actual}, but X and the network give {expected}"
-            )
-        if len(patterns) == 0:
-            raise ValueError("the pattern set is empty")
-        S, scope = patterns.to(device), "given set"
-        contains = branch_membership(rows.features, network.W1, network.w2, network.w3, network.outputs,
-                                     rows.y.abs().max(), S, sync, membership_tol)
-        check_membership(contains, membership_tol, strict)
-    if extra_patterns:
-        sampled = sample_patterns(rows, extra_patterns, net.hidden, generator=generator, depth=net.depth,
-                                  bias=net.bias, sync=sync)
-        S = concatenate([S, sampled])
-        scope = f"{scope} + {len(sampled)} sampled"
-    if exhaustive:
-        scope = "global"
-    return S, scope, contains
-
-
-@dataclass(frozen=True)
-class _FitPlan:
-    """The multiplier fit's settings, resolved from certify's tuning keywords and the sizes."""
-
-    support: int  # rows per pattern carrying multipliers
-    all_rows: bool  # every row carries multipliers (n <= support)
-    refine: bool
-    iterations: int
-    dtype: torch.dtype
-
-
-def _fit_plan(P: int, n_total: int, m: int, d: int, iterations, support, refine, fit_dtype) -> _FitPlan:
-    k = min(support, n_total) if support and support > 0 else n_total
-    do_refine = bool(refine) if refine != "auto" else (m * d <= REFINE_MAX_VARIABLES)
-    if iterations is None:
-        iterations = default_iterations(P, k, m, d)
-        if do_refine:
-            iterations = min(iterations, SEED_ITERATIONS)
-    if fit_dtype is None:
-        big = P * k * m * d > FLOAT32_FIT_WORK
-        fit_dtype = torch.float32 if big and not do_refine else torch.float64
-    return _FitPlan(k, n_total <= k, do_refine, iterations, fit_dtype)
-
-
-def _fitted_bounds(program: RestrictedProgram, g: torch.Tensor, plan: _FitPlan, sync: RowSync):
-    """(B (P,) from the fitted multipliers, {pattern: refinement seed rows} when refining)."""
-    Xf, S = program.features, program.patterns
-    P, m, d = program.shape
-    B = torch.empty(P, dtype=g.dtype, device=g.device)
-    seeds = {}
-    scoring = None if plan.all_rows else program.with_dtype(plan.dtype)
-    ids_local = sync.row_ids(Xf.shape[0], Xf.device)
-    for sl in pattern_chunks(P, plan.support * max(m, d)):
-        if plan.all_rows:
-            rows = all_rows(Xf, S, sync, sl)
-        else:
-            rows = support_rows(pattern_block(scoring, sl), g[sl], Xf, sync, plan.support, ids_local)
-        B[sl], mu1, mu2 = fit_multipliers(g[sl], rows, S.s[sl], S.sig[sl], plan.iterations, plan.dtype)
-        if plan.refine:
-            seeds.update(zip(range(sl.start, sl.stop), seed_rows(rows, mu1, mu2, m, d)))
-    return B, seeds
-
-
 def _given_multipliers(multipliers, P: int, n_local: int, m: int, device):
     """A caller's (mu1 (P', n, m), mu2 (P', n) or None) for the first P' <= P patterns, in float64
     with negative entries clipped (any mu >= 0 is valid; negative entries are solver noise)."""
@@ -269,6 +179,77 @@ def _given_multipliers(multipliers, P: int, n_local: int, m: int, device):
     if mu2 is not None:
         mu2 = torch.as_tensor(mu2).to(device=device, dtype=torch.float64).clamp_min(0)
     return mu1, mu2
+
+
+def _check_options(method, time_limit, max_iter, margin, warm_start, iterations, support, refine, refine_rounds,
+                   search_steps, dual_point, engine_dtype, fit_dtype, membership_tol) -> None:
+    """Every option checked before any work, each error naming its parameter."""
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {', '.join(map(repr, METHODS))}, got {method!r}")
+    if time_limit is not None and (isinstance(time_limit, bool) or not isinstance(time_limit, (int, float))
+                                   or not time_limit > 0):
+        raise ValueError(f"time_limit must be a positive number of seconds or None, got {time_limit!r}")
+    check_int("max_iter", max_iter, minimum=1, optional=True)
+    if isinstance(margin, bool) or not isinstance(margin, (int, float)) or not margin >= 0:
+        raise ValueError(f"margin must be a number >= 0, got {margin!r}")
+    if warm_start is not None and not isinstance(warm_start, (Certificate, DualState)):
+        raise TypeError(f"warm_start must be a Certificate or None, got {type(warm_start).__name__}")
+    check_int("iterations", iterations, optional=True)
+    check_int("support", support, minimum=1)
+    if not (refine is True or refine is False or refine == "auto"):
+        raise ValueError(f"refine must be 'auto', True or False, got {refine!r}")
+    check_int("refine_rounds", refine_rounds)
+    check_int("search_steps", search_steps)
+    if dual_point not in DUAL_POINTS:
+        raise ValueError(f"dual_point must be one of {', '.join(map(repr, DUAL_POINTS))}, got {dual_point!r}")
+    check_float_dtype(engine_dtype, "engine_dtype")
+    if fit_dtype is not None:
+        check_float_dtype(fit_dtype, "fit_dtype")
+    if isinstance(membership_tol, bool) or not isinstance(membership_tol, (int, float)) or not membership_tol >= 0:
+        raise ValueError(f"membership_tol must be a number >= 0, got {membership_tol!r}")
+
+
+def check_certify_options(options: dict) -> None:
+    """Raise now, as :func:`certify` would later, on an unknown keyword in ``options`` (keyword
+    arguments meant for :func:`certify`, e.g. a callback's) or a bad value."""
+    parameters = inspect.signature(certify).parameters
+    for key in options:
+        if key not in parameters or key in ("net", "X", "y", "beta"):
+            raise TypeError(f"unknown certify option {key!r}; known: "
+                            f"{', '.join(k for k in parameters if k not in ('net', 'X', 'y', 'beta'))}")
+    values = {name: p.default for name, p in parameters.items()}
+    values.update(options)
+    _check_options(*(values[name] for name in inspect.signature(_check_options).parameters))
+    check_int("extra_patterns", values["extra_patterns"])
+    check_int("search", values["search"])
+
+
+def _agree(sync: RowSync, value: float, device) -> float:
+    """The largest of every process's ``value`` (so that all of them decide alike)."""
+    if not sync.distributed:
+        return float(value)
+    return float(sync.max(torch.tensor([float(value)], dtype=torch.float64, device=device)).item())
+
+
+def _resolve(method: str, solution, S: PatternSet, n_total: int, d: int, beta: float, deadline,
+             sync: RowSync) -> str:
+    """The method ``"auto"`` stands for here: the caller's optimal solution over S when there is
+    one (its dual is the exact one already), else an exact solve where it is cheap, else the
+    engine."""
+    if method != "auto":
+        return method
+    if solution is not None and solution.is_optimal and solution.multipliers is not None \
+            and len(solution.patterns) == len(S) and solution.program.beta == beta:
+        return "given"
+    left = None if deadline is None else -_agree(sync, time.perf_counter() - deadline, S.device)
+    return "exact" if exact_fits(program_entries(len(S), n_total, S.hidden, S.depth, d), left) else "engine"
+
+
+def _engine_start(network, S: PatternSet, where: torch.Tensor) -> torch.Tensor:
+    """The network's convex variable over S (MATH.md section 2): branch k added to the pattern it
+    lies in (``where``, -1: none), float64 (P, m, d')."""
+    q = branch_variables(network.W1, network.w2, network.w3)
+    return scatter_to_patterns(q, where, len(S)).to(S.device)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -287,6 +268,12 @@ def certify(
     multipliers=None,
     solution=None,
     *,
+    method: str = "auto",
+    time_limit: Optional[float] = None,
+    max_iter: Optional[int] = None,
+    warm_start=None,
+    margin: float = DEFAULT_MARGIN,
+    engine_dtype: torch.dtype = torch.float32,
     iterations: Optional[int] = None,
     support: int = DEFAULT_SUPPORT,
     refine="auto",
@@ -317,18 +304,38 @@ def certify(
         multipliers: (mu1 (P, n, m), mu2 (P, n) or None) cone multipliers for the first P patterns
             of S (a solver's), evaluated as one more candidate. Rows must be the rows of X.
         solution: a :class:`~lightning_convex.Solution`; its pattern set is S when ``patterns`` is
-            None, its multipliers are used, and its residual is tried as a second dual point.
-        iterations: iterations of the multiplier fit (default: by problem size, 20 to 1000, at most
-            200 when the refinement follows).
-        support: rows per pattern carrying multipliers in the fit (all rows when n <= support).
-        refine: ``"auto"`` (exact cutting-plane refinement when m d' <= 2000), True or False.
-        refine_rounds: cutting-plane rounds at most.
+            None, its multipliers are used, and its residual is tried as another dual point.
+        method: how the dual point is improved (module docstring): ``"auto"`` (default: the
+            caller's optimal ``solution`` when it covers S; else ``"exact"`` when the program is
+            small, P n (m + 1) d' <= :data:`~.exact.ALWAYS_EXACT_ENTRIES` entries, or up to
+            :data:`~.exact.MAX_EXACT_ENTRIES` when the solve is expected to fit ``time_limit``;
+            else ``"engine"``), ``"exact"``, ``"engine"`` or ``"fit"``.
+        time_limit: seconds for the whole call, a budget the methods spend (the exact solve gets
+            what is left; the engine stops in time for the final float64 evaluation; the fit
+            ignores it). ``None``: no limit on an exact solve, and for the engine about one
+            epoch of training: :data:`EPOCH_PASSES` times the measured pass of the network
+            over the rows, at least :data:`ENGINE_MIN_SECONDS`.
+        max_iter: engine iterations at most (with ``time_limit=None`` exactly that many: the
+            deterministic choice, e.g. to compare sharded and single-process runs).
+        warm_start: a previous :class:`Certificate` of the same rows (its ``state``): the engine
+            continues its iterate when S has the same shape (a callback's network an epoch
+            later), so the bound improves over a fit instead of starting cold.
+        margin: ``suboptimal`` is set only when the search finds r . f_theta'(X) / beta above
+            1 + ``margin``, and only such branches are listed. At a global optimum the ratio is at
+            most 1 in exact arithmetic, but it is computed from a network rebuilt from a solver's
+            optimum (interior-point tolerance 1e-9 relative leaves the dual constraint satisfied
+            to about 1e-8 .. 1e-7) and in floating point (the network's own branch, a start of
+            the search, sits at 1 up to rounding): the default 1e-6 lies above both and far below
+            the violations that mean something (1e-3 and more).
+        engine_dtype: precision of the engine's passes (its dual points are scored in float64).
+        iterations, support, refine, refine_rounds, fit_dtype: the ``"fit"`` method's settings
+            (:mod:`.fit`): fit iterations (default by problem size, 20 to 1000, at most 200 before a
+            refinement), support rows per pattern (all rows when n <= support), the cutting-plane
+            refinement (``"auto"``: when m d' <= 2000) and its rounds, the fit's precision.
         search_steps: Adam steps of the search.
-        dual_point: ``"scaled"`` (default): v = y - sum_k alpha_k f_k(X) with alpha >= 0 the
-            optimal rescaling of each branch (a K-variable problem; alpha = 1 at a restricted
-            optimum); ``"network"``: v = y - f(X).
-        fit_dtype: precision of the multiplier fit (default: float32 for large problems without
-            refinement, else float64). The bound itself is always evaluated in float64.
+        dual_point: the network's own dual point: ``"scaled"`` (default): v = y - sum_k alpha_k
+            f_k(X) with alpha >= 0 the optimal rescaling of each branch (alpha = 1 at a
+            restricted optimum); ``"network"``: v = y - f(X).
         exhaustive: the caller states that S holds every hyperplane arrangement (scope "global").
         strict: see ``patterns``.
         sync: row-shard synchronisation (:class:`RowSync`) when X, y are one shard of the rows.
@@ -346,12 +353,16 @@ def certify(
             raise ValueError(f"the network's parameter {name} contains NaN or inf entries")
     check_int("extra_patterns", extra_patterns)
     check_int("search", search)
+    _check_options(method, time_limit, max_iter, margin, warm_start, iterations, support, refine, refine_rounds,
+                   search_steps, dual_point, engine_dtype, fit_dtype, membership_tol)
+    deadline = None if time_limit is None else start_time + float(time_limit)
     rows = network_rows(net, X, y)
     if rows.y is None:
         raise ValueError("certify needs the targets y")
     device, n_local, m = rows.device, rows.n, net.hidden
 
-    network = _network_pass(net, rows, beta, sync)
+    network = network_pass(net, rows, beta, sync)
+    pass_seconds = time.perf_counter() - start_time
     dual = make_dual_point(dual_point, rows.y, network.outputs, network.gram, network.Fy,
                            beta * network.path, sync)
     if solution is not None:
@@ -360,56 +371,61 @@ def certify(
         if multipliers is None:
             multipliers = solution.multipliers
     generator = private_generator(generator)  # one stream for the sampled patterns and the search
-    S, scope, contains = _pattern_set(net, rows, network, patterns, extra_patterns, generator, exhaustive,
-                                      strict, membership_tol, sync)
+    S, scope, contains, where = pattern_set(net, rows, network, patterns, extra_patterns, generator, exhaustive,
+                                            strict, membership_tol, sync)
     program = RestrictedProgram(rows, None, S, beta)
     P, _, d = program.shape
+    given = None if multipliers is None else _given_multipliers(multipliers, P, n_local, m, device)
+    network_point = ("network", dual.v)
+    extra_points = []
+    if solution is not None and solution.residual.shape[0] == n_local:
+        extra_points.append(("solution", solution.residual))
 
-    # -- B_p from fitted multipliers, then a solver's -------------------------------------------
-    g = sync.sum(program.predict_adjoint(dual.v))  # A^T v over all rows
-    plan = _fit_plan(P, network.n_total, m, d, iterations, support, refine, fit_dtype)
-    B, seeds = _fitted_bounds(program, g, plan, sync)
-    if multipliers is not None:
-        mu1, mu2 = _given_multipliers(multipliers, P, n_local, m, device)
-        Pm = mu1.shape[0]
-        if Pm:
-            given = pattern_bounds(pattern_block(program, slice(0, Pm)), dual.v, mu1, mu2, sync)
-            B[:Pm] = torch.minimum(B[:Pm], given)
-
-    # -- the exact value where B_p limits the bound ---------------------------------------------
-    tau, rho_floor = refinement_floor(dual.vy, dual.vv, beta, dual.branch_corr, network.path, contains)
-    refined = 0
-    if plan.refine:
-        refined = refine_bounds(program, g, B, max(tau, rho_floor), seeds, sync, refine_rounds,
-                                add_rows=max(16, 2 * m * d))
-
-    # -- the bound ----------------------------------------------------------------------------
-    Bmax = float(B.max())
-    bound = lower_bound(dual.vy, dual.vv, beta, Bmax)
-    info = {"B_max": Bmax, "tau": tau, "rho_floor": rho_floor, "iterations": plan.iterations,
-            "support": plan.support, "v": dual_point}
-    if (solution is not None and multipliers is not None and solution.residual.shape[0] == n_local
-            and Pm == P):
-        # the solver's own residual with its own multipliers: exact at its optimum (certified
-        # only when its multipliers cover every pattern)
-        residual = solution.residual.to(device=device, dtype=torch.float64)
-        candidate = program_bound(program, residual, (mu1, mu2), sync)
-        if candidate.value > bound.value:
-            bound = candidate
-            info["v"] = "solution"
-    lower = bound.value
+    # -- the method's dual points and multipliers -------------------------------------------------
+    chosen = _resolve(method, solution, S, network.n_total, d, beta, deadline, sync)
+    choices, info, refined, state = [], {}, 0, None
+    if chosen == "fit":
+        plan = fit_plan(P, network.n_total, m, d, iterations, support, refine, fit_dtype)
+        B, info, refined = fit_bounds(program, dual, network.path, contains, plan, given, refine_rounds, sync)
+        choices.append(Choice(lower_bound(dual.vy, dual.vv, beta, float(B.max())), "network", B, None))
+    elif chosen == "exact":
+        left = None  # a tiny program is solved whatever the budget (exact.ALWAYS_EXACT_ENTRIES)
+        if deadline is not None and program_entries(P, network.n_total, m, net.depth, d) > ALWAYS_EXACT_ENTRIES:
+            left = -_agree(sync, time.perf_counter() - deadline, device)
+        residual, mults, info = exact_dual(program, sync, left)
+        choices.append(best_of(program, [("exact", residual), network_point], mults, sync))
+    elif chosen == "engine":
+        if deadline is None and max_iter is None:
+            deadline = start_time + _agree(sync, max(ENGINE_MIN_SECONDS, EPOCH_PASSES * pass_seconds), device)
+        carried = warm_start.state if isinstance(warm_start, Certificate) else warm_start
+        reserve = _agree(sync, FINAL_PASSES * pass_seconds, device)
+        iterate, state = improve_dual(program, _engine_start(network, S, where), carried, deadline=deadline,
+                                      max_iter=max_iter, reserve=reserve, dtype=engine_dtype, sync=sync,
+                                      residual=network.residual)
+        info = dict(iterate.info)
+        choices.append(best_of(program, iterate.points + [network_point], iterate.program_multipliers(), sync))
+    if given is not None or extra_points:
+        choices.append(best_of(program, [network_point] + extra_points, given, sync))
+    if not choices:  # "given" without multipliers cannot happen; mu = 0 is the fallback
+        choices.append(best_of(program, [network_point], None, sync))
+    choice = best_choice(choices)
+    lower = choice.bound.value
+    info.update(B_max=choice.bound.bound_max, v=choice.name)
 
     # -- search outside S -----------------------------------------------------------------------
     violations = None
     if search:
         violations = search_outside(rows.features, network.residual, beta, net.depth, m, net.bias, search,
-                                    search_steps, generator, network.W1, network.w2, network.path, sync)
+                                    search_steps, generator, network.W1, network.w2, network.path, sync,
+                                    margin=margin)
     return Certificate(
         primal=network.primal, lower_bound=lower, gap=network.primal - lower,
         relative_gap=relative_gap(network.primal, lower), scope=scope, num_patterns=P, patterns=S,
         max_violation=float("nan") if violations is None else violations.max_violation,
+        suboptimal=violations is not None and violations.max_violation > 1 + margin, margin=float(margin),
         violating_patterns=None if violations is None else violations.patterns,
         violating_weights=None if violations is None else violations.weights,
-        pattern_bounds=(B / beta).cpu(), dual_scale=bound.scale, contains_network=bool(contains.all()),
-        n=network.n_total, seconds=time.perf_counter() - start_time, refined=refined, info=info,
+        pattern_bounds=(choice.bounds / beta).cpu(), dual_scale=choice.bound.scale,
+        contains_network=bool(contains.all()), n=network.n_total, seconds=time.perf_counter() - start_time,
+        refined=refined, method=chosen, info=info, state=state,
     )

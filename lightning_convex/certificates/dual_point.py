@@ -19,9 +19,13 @@ from typing import NamedTuple
 
 import numpy as np
 import torch
-from scipy.optimize import minimize
 
 from ..rows import RowSync
+
+
+#: the kinds :func:`dual_point` makes
+DUAL_POINTS = ("scaled", "network")
+
 
 class DualPoint(NamedTuple):
     """v (n_local,) with the full-data sums v.y and ||v||^2 and v . f_k per branch (K,)."""
@@ -32,34 +36,69 @@ class DualPoint(NamedTuple):
     branch_corr: torch.Tensor
 
 
+def _active_set_qp(G: np.ndarray, h: np.ndarray) -> np.ndarray:
+    """argmin_{a >= 0} 1/2 a'Ga - h'a for a positive definite ``G`` by the Lawson-Hanson
+    active-set method (the NNLS algorithm with G, h in place of F'F, F'y): free variables are
+    added one at a time by the largest descent slope h - G a and the free subproblem is solved
+    exactly. Finite and exact up to rounding, where a first-order method crawls on the
+    ill-conditioned Gram matrices of correlated branches."""
+    K = G.shape[0]
+    a = np.zeros(K)
+    free = np.zeros(K, dtype=bool)
+    tol = 1e-12 * max(1.0, float(np.abs(h).max(initial=0.0)), float(np.abs(G).max(initial=0.0)))
+    for _ in range(3 * K + 3):
+        w = h - G @ a
+        w[free] = -np.inf
+        j = int(np.argmax(w)) if K else 0
+        if not K or w[j] <= tol:
+            break
+        free[j] = True
+        for _ in range(3 * K + 3):
+            z = np.zeros(K)
+            z[free] = np.linalg.solve(G[np.ix_(free, free)], h[free])
+            if np.all(z[free] > 0):
+                a = z
+                break
+            # step from a towards z until the first free variable reaches 0, which leaves
+            blocking = free & (z <= 0)
+            step = np.min(a[blocking] / np.maximum(a[blocking] - z[blocking], 1e-300))
+            a = a + step * (z - a)
+            free &= a > tol
+            a[~free] = 0.0
+            if not free.any():
+                break
+    return np.maximum(a, 0.0)
+
+
 def branch_scales(gram: torch.Tensor, Fy: torch.Tensor, cost: torch.Tensor) -> torch.Tensor:
     """alpha >= 0 minimising 1/2 ||sum_k alpha_k f_k - y||^2 + sum_k alpha_k cost_k (cost = beta R_k).
 
     ``gram`` = (f_k . f_l), ``Fy`` = (f_k . y) over all rows. A K-variable bound-constrained
-    quadratic, solved on the CPU in float64 (identical on every process) by L-BFGS-B from
-    alpha = 1 (the network), then polished by a Newton step on the free variables; never worse
-    than alpha = 1.
+    quadratic, solved exactly on the CPU in float64 (identical on every process) by an
+    active-set method; never worse than alpha = 1 (the network).
     """
     G = gram.detach().double().cpu().numpy()
     h = (Fy - cost).detach().double().cpu().numpy()
-    K = G.shape[0]
-    ones = np.ones(K)
+    ones = np.ones(G.shape[0])
 
-    def fun(a):
-        Ga = G @ a
-        return 0.5 * a @ Ga - h @ a, Ga - h
+    def value(a):
+        return 0.5 * a @ G @ a - h @ a
 
-    res = minimize(fun, ones, jac=True, method="L-BFGS-B", bounds=[(0, None)] * K,
-                   options=dict(maxiter=2000, ftol=1e-16, gtol=1e-13))
-    alpha = np.maximum(res.x, 0.0) if np.all(np.isfinite(res.x)) else ones
+    # a ridge of rounding size makes G definite (two identical or dead branches make it singular),
+    # so the active-set method cannot cycle; the free variables are then solved without it
+    ridge = 1e-12 * max(float(np.trace(G)), 1e-300)
+    try:
+        alpha = _active_set_qp(G + ridge * np.eye(len(ones)), h)
+    except np.linalg.LinAlgError:  # not definite after all (non-finite entries): the network's own
+        alpha = ones
     free = alpha > 0
-    if free.any():
+    if free.any() and np.all(np.isfinite(G)):
         trial = alpha.copy()
         trial[free] = np.linalg.lstsq(G[np.ix_(free, free)], h[free] - G[np.ix_(free, ~free)] @ alpha[~free],
                                       rcond=None)[0]
-        if np.all(trial >= 0) and fun(trial)[0] <= fun(alpha)[0]:
+        if np.all(trial >= 0) and value(trial) <= value(alpha):
             alpha = trial
-    if fun(alpha)[0] > fun(ones)[0]:
+    if not np.all(np.isfinite(alpha)) or value(alpha) > value(ones):
         alpha = ones
     return torch.as_tensor(alpha, dtype=gram.dtype, device=gram.device)
 

@@ -17,8 +17,11 @@ from .cone_rows import pattern_chunks
 
 
 @torch.no_grad()
-def branch_membership(Xf, W1, w2, w3, outputs, y_scale, S: PatternSet, sync: RowSync, tol: float):
-    """bool (K,): branch k lies, within ``tol``, in some cone of S and has its prediction there.
+def branch_membership(Xf, W1, w2, w3, outputs, y_scale, S: PatternSet, sync: RowSync, tol: float,
+                      index: bool = False):
+    """bool (K,): branch k lies, within ``tol``, in some cone of S and has its prediction there;
+    with ``index`` also (K,) the first such pattern per branch (-1: none), the same on every
+    process.
 
     Violations (of a cone row, or of the prediction against ``outputs`` (K, n)) are normalised
     by max(max_i ||x_i|| * sum_kj ||q_kj||, ``y_scale``), so ``tol`` is relative. Membership is
@@ -58,7 +61,11 @@ def branch_membership(Xf, W1, w2, w3, outputs, y_scale, S: PatternSet, sync: Row
             worst[:, sl] = torch.maximum(worst[:, sl], v)
     worst = sync.max(worst)
     ok = worst <= tol * scale
-    return ok.any(dim=1) | (q_scale.sum(dim=1) == 0)
+    contains = ok.any(dim=1) | (q_scale.sum(dim=1) == 0)
+    if not index:
+        return contains
+    first = torch.where(ok.any(dim=1), ok.to(torch.int64).argmax(dim=1), torch.full_like(contains, -1, dtype=torch.int64))
+    return contains, first
 
 
 def check_membership(contains: torch.Tensor, tol: float, strict: bool) -> None:

@@ -3,7 +3,8 @@
 For a pattern p, lambda_p(v) = max { g_p . q : q in cone_p, sum_j ||q_j|| <= 1 } with g_p = A_p^T v
 is the smallest B_p any mu can give. :func:`admm` solves that maximisation on the support rows
 (:mod:`.support`) by splitting q = p (p in the group ball) and E = X Q^T (every row of E in its
-row cone): the q-step needs one Cholesky factor of I + r X^T X, the other steps are projections,
+row cone): the q-step needs one Cholesky factor of I + r X^T X, the other steps are projections
+(the row projections are the engine's, :mod:`lightning_convex.engine.cones`),
 and the multipliers of the row projections are cone multipliers mu >= 0. So every iterate gives a
 valid B_p, whatever its accuracy, and the best one is kept; the fit only has to make B_p small,
 never to converge. ADMM rather than projected gradient on the least squares in mu (equally
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import torch
 
+from ..engine.cones import row_multipliers
 from ..program import row_signs, row_weights
 from .support import SupportRows
 
@@ -24,56 +26,6 @@ def default_iterations(P: int, k: int, m: int, d: int) -> int:
     """By the work of one iteration (two products of k x d' rows with m d' numbers per pattern)."""
     work = max(1, P * k * m * d)
     return int(min(1000, max(20, 2e10 // work)))
-
-
-def project_rows(Z, S1, S2, D1f):
-    """Row-wise projection onto C_i = {e : s_j (2D1_ij - 1) e_j >= 0, sig (2D2_i - 1) sum_j D1_ij e_j >= 0}.
-
-    Returns (mu1 (c,k,m) >= 0, mu2 (c,k) >= 0 or None) with Proj(Z) = Z + S1 mu1 + S2 D1 mu2, i.e.
-    the multipliers of the projection. In e' = S1 e the set is {e' >= 0, b . e' >= 0},
-    b = S2 D1 S1, and Proj = max(0, z' + nu b) for the smallest nu >= 0 with b . max(0, z' + nu b)
-    >= 0: a nondecreasing piecewise-linear equation solved exactly after sorting its breakpoints.
-    """
-    zp = S1 * Z
-    if S2 is None:
-        return torch.relu(-zp), None
-    b = S2[..., None] * D1f * S1
-    h0 = (b * torch.relu(zp)).sum(dim=-1)
-    nu = torch.zeros_like(h0)
-    need = h0 < 0
-    if bool(need.any()):
-        idx = need.nonzero(as_tuple=True)
-        zr, br, hr = zp[idx], b[idx], h0[idx]  # (R, m)
-        tau = -br * zr  # the breakpoints: a term switches on (b = +1) or off (b = -1) there
-        valid = (br != 0) & (tau > 0)
-        inf = torch.finfo(Z.dtype).max
-        T = torch.where(valid, tau, torch.full_like(tau, inf))
-        order = torch.argsort(T, dim=1)
-        Ts = torch.gather(T, 1, order)
-        ds = torch.gather(torch.where(valid, br, torch.zeros_like(br)), 1, order)
-        finite = Ts < inf
-        s0 = (((br > 0) & ~valid).sum(dim=1) + ((br < 0) & valid).sum(dim=1)).to(Z.dtype)
-        slope_after = s0[:, None] + ds.cumsum(dim=1)
-        slope_before = torch.cat([s0[:, None], slope_after[:, :-1]], dim=1)
-        prev = torch.cat([torch.zeros_like(Ts[:, :1]), Ts[:, :-1]], dim=1)
-        delta = torch.where(finite, Ts - prev, torch.zeros_like(Ts))
-        H = hr[:, None] + (slope_before * delta).cumsum(dim=1)  # h at each breakpoint
-        H = torch.where(finite, H, torch.full_like(H, -inf))
-        hit = H >= 0
-        anyhit = hit.any(dim=1)
-        first = torch.where(anyhit, hit.to(torch.int64).argmax(dim=1), finite.sum(dim=1))
-        j = (first - 1).clamp_min(0)[:, None]
-        has_prev = first >= 1
-        tstart = torch.where(has_prev, torch.gather(Ts, 1, j)[:, 0], torch.zeros_like(hr))
-        hstart = torch.where(has_prev, torch.gather(H, 1, j)[:, 0], hr)
-        slope = torch.where(has_prev, torch.gather(slope_after, 1, j)[:, 0], s0)
-        root = tstart - hstart / slope.clamp_min(torch.finfo(Z.dtype).tiny)
-        tend = torch.gather(Ts, 1, first.clamp_max(Ts.shape[1] - 1)[:, None])[:, 0]
-        root = torch.where(anyhit, torch.minimum(root, tend), root)
-        nu = nu.index_put(idx, root.clamp_min(0))
-    e = torch.relu(zp + nu[..., None] * b)
-    mu1 = (e - zp - nu[..., None] * b).clamp_min(0)
-    return mu1, nu
 
 
 def project_group_ball(Q):
@@ -115,9 +67,9 @@ def fit_multipliers(g, rows: SupportRows, s, sig, iterations: int, fit_dtype=Non
 def admm(g, rows: SupportRows, s, sig, iterations: int, adapt_every: int = 10):
     """ADMM for lambda_p(v) = max { g_p . q : q in cone_p, sum_j ||q_j|| <= 1 } on the support rows.
 
-    Splitting q = p (p in the group ball) and E = X Q^T (each row of E in the row cone C_i of
-    :func:`project_rows`): the q-step solves (r1 I + r2 X^T X) q_j = rhs with one Cholesky factor
-    (the balancing scales r1 and r2 together), the other steps are projections, and each
+    Splitting q = p (p in the group ball) and E = X Q^T (each row of E in its row cone, MATH.md
+    section 3): the q-step solves (r1 I + r2 X^T X) q_j = rhs with one Cholesky factor (the
+    balancing scales r1 and r2 together), the other steps are projections, and each
     E-step's projection multipliers are cone multipliers mu >= 0, so every iterate gives a valid
     B_p = max_j ||g_pj + [G^T mu]_pj||; the best is kept. Penalties are balanced per pattern.
 
@@ -165,7 +117,8 @@ def admm(g, rows: SupportRows, s, sig, iterations: int, adapt_every: int = 10):
         Pb = project_group_ball(Q + U)
         U = U + Q - Pb
         Z = torch.einsum(bwd, X, Q) + W
-        mu1, mu2 = project_rows(Z, S1, S2, D1f)
+        # the multipliers of the projection of every row of Z onto its cone (:mod:`..engine.cones`)
+        mu1, mu2 = row_multipliers(S1 * Z, None if S2 is None else S2[..., None] * D1f * S1)
         weights = row_weights(D1f, S1, S2, mu1, mu2)  # Proj(Z) - Z
         W_new = -weights
         XtW_new = -torch.einsum(fwd, X, weights)

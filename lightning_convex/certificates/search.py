@@ -126,7 +126,8 @@ class Violations(NamedTuple):
 
     Attributes:
         max_violation: the largest r . f_theta'(X) / beta over the unit-path-norm branches found.
-        patterns: the patterns of the branches with a violation > 1, most violating first, or None.
+        patterns: the patterns of the branches with a violation > 1 + margin, most violating
+            first, or None.
         weights: (W1 (V, d', m), w2 (V, m) or None, w3 (V,)) of those branches, or None.
     """
 
@@ -136,12 +137,14 @@ class Violations(NamedTuple):
 
 
 def search_outside(Xf, r, beta: float, depth: int, hidden: int, bias: bool, count: int, steps: int,
-                   generator=None, W1=None, w2=None, path=None, sync: Optional[RowSync] = None) -> Violations:
+                   generator=None, W1=None, w2=None, path=None, sync: Optional[RowSync] = None,
+                   margin: float = 0.0) -> Violations:
     """Search for branches violating the dual constraint at the network's residual ``r``.
 
     The residual of the network itself (not a rescaled dual point): a violation is then a strict
     descent direction for the network. The network's own live branches (W1, w2 with path norm
-    ``path`` > 0) are extra starts.
+    ``path`` > 0) are extra starts. Only branches with r . f / beta > 1 + ``margin`` are
+    returned (the margin covers rounding and solver tolerances; see :func:`~.certificate.certify`).
     """
     starts = None
     if path is not None and path.numel() and bool((path > 0).any()):
@@ -150,7 +153,7 @@ def search_outside(Xf, r, beta: float, depth: int, hidden: int, bias: bool, coun
     rho, U, wv, sigma = search_violations(Xf, r, beta, depth, hidden, count, steps=steps, generator=generator,
                                           starts=starts, sync=sync)
     max_violation = float(rho.max()) / beta
-    hit = torch.nonzero(rho > beta).flatten()
+    hit = torch.nonzero(rho > beta * (1 + margin)).flatten()
     hit = hit[torch.argsort(rho[hit], descending=True)]
     if not hit.numel():
         return Violations(max_violation, None, None)

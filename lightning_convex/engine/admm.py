@@ -71,15 +71,29 @@ class AdmmState:
 
 @dataclass
 class Check:
-    """The quantities of one iterate that the certificate needs (working dtype)."""
+    """The quantities of one iterate that the certificate needs (working dtype; sums and extrema
+    over every process's rows).
+
+    Two dual points come with the same multipliers: the primal residual v = y - A Z, and the
+    V-step's residual v_V = y - m . V (the loss copy's own residual, whose scaled dual is
+    rho L_v = M v_V exactly, as the U-step's is rho L_u = S1 mu1 + S2 D1 mu2): the pair (v_V, mu)
+    is the ADMM's dual iterate, nearly dual feasible long before the primal residual is.
+    """
 
     Z: torch.Tensor       # the primal point (P, m, r)
     Q: torch.Tensor       # the prox output (exact zero groups), another primal candidate
-    pred: torch.Tensor    # A Z (n,)
+    pred: torch.Tensor    # A Z (n_local,)
     worst: float          # min over cone rows of G Z (negative: violated)
-    mu1: torch.Tensor     # (n, P, m) cone multipliers >= 0
+    mu1: torch.Tensor     # (n_local, P, m) cone multipliers >= 0
     mu2: Optional[torch.Tensor]
     C: torch.Tensor       # F^T (M v + S1 mu1 + S2 D1 mu2) with v = y - A Z (P, m, r)
+    vv: float = 0.0       # ||y - A Z||^2
+    vy: float = 0.0       # (y - A Z) . y
+    pred_max: float = 0.0  # max |A Z|
+    v_dual: Optional[torch.Tensor] = None  # v_V (n_local,), with ``dual=True``
+    C_dual: Optional[torch.Tensor] = None  # F^T (M v_V + S1 mu1 + S2 D1 mu2) (P, m, r)
+    dual_vv: float = 0.0  # ||v_V||^2
+    dual_vy: float = 0.0  # v_V . y
 
 
 class Admm:
@@ -104,14 +118,17 @@ class Admm:
         self.products = 0
 
     # -- start -------------------------------------------------------------------------------
-    def start(self, Z0: torch.Tensor, multipliers=None, rho: Optional[float] = None) -> None:
-        """Start at Z0 (whitened). With ``multipliers`` (mu1, mu2) (the engine's (n, P, m)
-        layout) the scaled duals start at their fixed-point values for Z0: from the V- and
-        U-steps at a fixed point, rho L_v = M v (v = y - A Z0, the residual) and
-        rho L_u = S1 mu1 + S2 D1 mu2, and from the Z-step L_q = -F^T (L_u + L_v), so a
-        solution's own Q and multipliers resume where that solve stopped. Without them every
-        dual starts at 0: a network's residual is far from the optimal one, and a dual built
-        from it costs a long transient (measured on the benchmark programs)."""
+    def start(self, Z0: torch.Tensor, multipliers=None, rho: Optional[float] = None,
+              residual: Optional[torch.Tensor] = None) -> None:
+        """Start at Z0 (whitened) with the scaled duals at the fixed-point values of the dual
+        information given: from the U- and V-steps at a fixed point, rho L_u = S1 mu1 + S2 D1 mu2
+        for ``multipliers`` (mu1, mu2) (the engine's (n, P, m) layout) and rho L_v = M v for a
+        dual point ``residual`` v (n,), and from the Z-step L_q = -F^T (L_u + L_v). A solution's
+        own Q, residual and multipliers thus resume where that solve stopped. What is not given
+        starts at 0: in particular L_v is never built from the residual of Z0 when Z0 is not the
+        point the multipliers belong to (a network still in training): that residual is far
+        from the optimal one, and its L_q throws the first proximal steps far from Z0 (the
+        objective of the iterate rose by orders of magnitude, measured on Fashion-MNIST)."""
         ops = self.ops
         rho = self.rho0 if rho is None else float(rho)
         Z0 = Z0.to(ops.dtype)
@@ -119,11 +136,11 @@ class Admm:
         Tu = torch.empty(ops.n, ops.P, ops.m, dtype=ops.dtype, device=ops.device)
         Tv = torch.empty_like(Tu)
         acc = torch.zeros(ops.P * ops.m, ops.r, dtype=ops.dtype, device=ops.device)
+        v_all = None if residual is None else residual.to(device=ops.device, dtype=ops.dtype)
         for rows in ops.row_chunks():
             mk = ops.masks(rows)
             FZ = (ops.F[rows] @ Zf.T).view(-1, ops.P, ops.m)
-            v = ops.y[rows] - (mk.M * FZ).sum(dim=(1, 2))
-            W = mk.M * v[:, None, None] if multipliers is not None else torch.zeros_like(FZ)
+            W = torch.zeros_like(FZ) if v_all is None else mk.M * v_all[rows, None, None]
             Tv[rows] = FZ + W / rho
             Wu = torch.zeros_like(W)
             if multipliers is not None:
@@ -133,39 +150,65 @@ class Admm:
                     Wu.addcmul_(mk.D1f, (mk.S2 * mu2[rows])[:, :, None])
             Tu[rows] = FZ + Wu / rho
             acc.addmm_((W + Wu).view(-1, ops.P * ops.m).T, ops.F[rows])
+        acc = ops.sync.sum(acc)
         self.products += 2
         Lq = -acc.view_as(Z0) / rho
+        self._adopt(AdmmState(Z=Z0, Lq=Lq, Tu=Tu, Tv=Tv, rho=rho))
+
+    def resume(self, state: AdmmState) -> None:
+        """Continue from ``state`` (a previous run's :attr:`state`, possibly on a program whose
+        patterns have changed since, as long as the shapes agree): the iterate and its scaled
+        duals are taken over as they are."""
+        ops = self.ops
+        if tuple(state.Z.shape) != ops.shape or tuple(state.Tu.shape) != (ops.n, ops.P, ops.m):
+            raise ValueError("the saved ADMM state has other shapes than this program")
+        self._adopt(AdmmState(Z=state.Z.to(ops.dtype), Lq=state.Lq.to(ops.dtype), Tu=state.Tu.to(ops.dtype),
+                              Tv=state.Tv.to(ops.dtype), rho=state.rho, iterations=state.iterations,
+                              rho_changes=state.rho_changes, last_balance=state.last_balance))
+
+    def _adopt(self, st: AdmmState) -> None:
         # one flat buffer holds the whole iterate (Z, L_q, T_u, T_v): Anderson acceleration
         # works on it as one vector
-        sizes = [Z0.numel(), Lq.numel(), Tu.numel(), Tv.numel()]
-        self.flat = torch.cat([Z0.reshape(-1), Lq.reshape(-1), Tu.reshape(-1), Tv.reshape(-1)])
+        parts = (st.Z, st.Lq, st.Tu, st.Tv)
+        sizes = [t.numel() for t in parts]
+        self.flat = torch.cat([t.reshape(-1) for t in parts])
         Zv, Lqv, Tuv, Tvv = torch.split(self.flat, sizes)
-        self.state = AdmmState(Z=Zv.view_as(Z0), Lq=Lqv.view_as(Z0), Tu=Tuv.view_as(Tu), Tv=Tvv.view_as(Tv), rho=rho)
+        self.state = AdmmState(Z=Zv.view_as(st.Z), Lq=Lqv.view_as(st.Lq), Tu=Tuv.view_as(st.Tu),
+                               Tv=Tvv.view_as(st.Tv), rho=st.rho, iterations=st.iterations,
+                               rho_changes=st.rho_changes, last_balance=st.last_balance)
+        if self.memory and self.ops.sync.distributed:
+            raise ValueError("Anderson acceleration works on one process's rows only")
         self.anderson = Anderson(self.flat.numel(), self.flat, self.memory) if self.memory else None
 
     # -- one iteration -------------------------------------------------------------------------
-    def step(self, check: bool = False) -> Optional[Check]:
-        """One ADMM iteration; with ``check`` also the iterate's certificate ingredients.
+    def step(self, check: bool = False, dual: bool = False) -> Optional[Check]:
+        """One ADMM iteration; with ``check`` also the iterate's certificate ingredients (and
+        with ``dual`` those of the dual iterate (v_V, mu) too: one more product).
 
         With L = T - F Z and the projection / prox written through their multipliers, the
         relaxed updates collapse to T <- T + alpha (X - F Z) with X - F Z = (F Z - T) + (the
-        step's correction), which is what the loop computes.
+        step's correction), which is what the loop computes. Sums over rows (the Z-step's
+        F^T (T_u + T_v), and at checks the products and scalars) go through ``ops.sync``.
         """
         ops, st, a = self.ops, self.state, self.alpha
         rho = st.rho
         beta = ops.program.beta
+        dual = dual and check
         s_in = self.flat.clone() if self.anderson is not None else None
         Z = st.Z.clone()
         Q = self.prox(Z - st.Lq, beta / rho)
         acc = torch.zeros(ops.P * ops.m, ops.r, dtype=ops.dtype, device=ops.device)
         Zf = Z.reshape(ops.P * ops.m, ops.r)
-        r_u = r_v = dual_sq = 0.0
         if check:
             pred = torch.empty(ops.n, dtype=ops.dtype, device=ops.device)
             mu1 = torch.empty(ops.n, ops.P, ops.m, dtype=ops.dtype, device=ops.device)
             mu2 = None if ops.depth == 2 else torch.empty(ops.n, ops.P, dtype=ops.dtype, device=ops.device)
             C = torch.zeros_like(acc)
-            worst = math.inf
+            C_dual = torch.zeros_like(acc) if dual else None
+            v_dual = torch.empty(ops.n, dtype=ops.dtype, device=ops.device) if dual else None
+            # r_u, r_v, ||L_u||^2 + ||L_v||^2, ||v||^2, v.y, ||v_V||^2, v_V.y (this process's rows)
+            sums = torch.zeros(7, dtype=torch.float64, device=ops.device)
+            extrema = torch.full((2,), -math.inf, dtype=torch.float64, device=ops.device)  # -min G Z, max |A Z|
         for rows in ops.row_chunks():
             mk = ops.masks(rows)
             FZ = (ops.F[rows] @ Zf.T).view(-1, ops.P, ops.m)
@@ -174,13 +217,14 @@ class Admm:
             Du = FZ - Tu
             Dv = FZ - Tv
             if check:  # -Du and -Dv are the scaled duals L_u, L_v here
-                dual_sq += float(Du.square().sum()) + float(Dv.square().sum())
+                sums[2] += Du.double().square().sum() + Dv.double().square().sum()
             p1, p2 = row_multipliers(mk.S1 * (FZ + Du), mk.b)
             corr = mk.S1 * p1
             if p2 is not None:
                 corr.addcmul_(mk.D1f, (mk.S2 * p2)[:, :, None])
             Du.add_(corr)
-            # V = prox_loss(F Z - L_v) = (2 F Z - T_v) - M s / rho, per row (Sherman-Morrison)
+            # V = prox_loss(F Z - L_v) = (2 F Z - T_v) - M s / rho, per row (Sherman-Morrison);
+            # the V-step's residual y - m . V is -rho s
             yc = ops.y[rows]
             sres = ((mk.M * (FZ + Dv)).sum(dim=(1, 2)) - yc) / (rho + mk.count)
             Dv.addcmul_(mk.M, sres[:, None, None], value=-1.0)
@@ -189,25 +233,48 @@ class Admm:
             Tv.add_(Dv, alpha=a)
             acc.addmm_((Tu + Tv).view(-1, ops.P * ops.m).T, ops.F[rows])
             if check:
-                r_u += float(Du.square().sum())
-                r_v += float(Dv.square().sum())
                 p = (mk.M * FZ).sum(dim=(1, 2))
                 pred[rows] = p
+                v = yc - p
+                sums[0] += Du.double().square().sum()
+                sums[1] += Dv.double().square().sum()
+                sums[3] += v.double().square().sum()
+                sums[4] += (v.double() * yc.double()).sum()
                 torch.mul(p1, rho, out=mu1[rows])
-                W = mk.M * (yc - p)[:, None, None] + mk.S1 * mu1[rows]
-                worst = min(worst, float((mk.S1 * FZ).min()))
+                cone = mk.S1 * mu1[rows]
+                extrema[0] = max(float(extrema[0]), float(-(mk.S1 * FZ).min()))
                 if p2 is not None:
                     mu2[rows] = rho * p2
-                    W.addcmul_(mk.D1f, (mk.S2 * mu2[rows])[:, :, None])
-                    worst = min(worst, float((mk.S2 * (mk.D1f * FZ).sum(dim=2)).min()))
-                C.addmm_(W.view(-1, ops.P * ops.m).T, ops.F[rows])
+                    cone.addcmul_(mk.D1f, (mk.S2 * mu2[rows])[:, :, None])
+                    extrema[0] = max(float(extrema[0]), float(-(mk.S2 * (mk.D1f * FZ).sum(dim=2)).min()))
+                extrema[1] = max(float(extrema[1]), float(p.abs().max()))
+                C.addmm_((mk.M * v[:, None, None] + cone).view(-1, ops.P * ops.m).T, ops.F[rows])
+                if dual:
+                    vd = -rho * sres
+                    v_dual[rows] = vd
+                    sums[5] += vd.double().square().sum()
+                    sums[6] += (vd.double() * yc.double()).sum()
+                    C_dual.addmm_((mk.M * vd[:, None, None] + cone).view(-1, ops.P * ops.m).T, ops.F[rows])
+        if check:
+            # one all-reduce for every sum of the check
+            parts = [acc, C] + ([C_dual] if dual else [])
+            total = ops.sync.sum(torch.cat([t.reshape(-1).double() for t in parts] + [sums]))
+            size = acc.numel()
+            acc = total[:size].to(ops.dtype).view_as(acc)
+            C = total[size : 2 * size].to(ops.dtype)
+            if dual:
+                C_dual = total[2 * size : 3 * size].to(ops.dtype).view_as(Z)
+            sums = total[-7:].tolist()
+            extrema = ops.sync.max(extrema).tolist()
+        else:
+            acc = ops.sync.sum(acc)
         # Z: (rho_q + rho_u + rho_v) Z = rho (Q^ + L_q) + F^T rho (T_u + T_v), all rho equal
         Qh = a * Q + (1 - a) * Z
         Z_new = (Qh + st.Lq + acc.view_as(Z)) / 3.0
         st.Lq.add_(Qh).sub_(Z_new)
         st.Z.copy_(Z_new)
         st.iterations += 1
-        self.products += 3 if check else 2
+        self.products += (3 + int(dual)) if check else 2
         if self.anderson is not None:
             self.flat.copy_(self.anderson(s_in, self.flat.clone()))
         if not check:
@@ -217,11 +284,14 @@ class Admm:
         # relative residuals as OSQP scales them: the primal one by the size of x = (Q, U, V) and
         # M z = (Z, F Z, F Z) (F has orthonormal columns: ||F Z|| = ||Z||), the dual one by the
         # size of the dual variables rho (L_q, L_u, L_v) (their image M^T L vanishes here)
-        st.residuals = {"primal": math.sqrt(r_q + r_u + r_v), "dual": rho * math.sqrt(3.0 * dz),
+        st.residuals = {"primal": math.sqrt(r_q + sums[0] + sums[1]), "dual": rho * math.sqrt(3.0 * dz),
                         "scale_x": math.sqrt(3.0) * float(Z.norm()),
-                        "scale_y": rho * math.sqrt(float(st.Lq.square().sum()) + dual_sq)}
+                        "scale_y": rho * math.sqrt(float(st.Lq.square().sum()) + sums[2])}
         self._balance()
-        return Check(Z=Z, Q=Q, pred=pred, worst=worst, mu1=mu1, mu2=mu2, C=C.view_as(Z))
+        worst = -extrema[0] if math.isfinite(extrema[0]) else 0.0
+        return Check(Z=Z, Q=Q, pred=pred, worst=worst, mu1=mu1, mu2=mu2, C=C.view_as(Z), vv=sums[3],
+                     vy=sums[4], pred_max=max(extrema[1], 0.0), v_dual=v_dual, C_dual=C_dual,
+                     dual_vv=sums[5], dual_vy=sums[6])
 
     def _balance(self) -> None:
         """Residual balancing on relative residuals; the scaled duals follow rho."""

@@ -24,6 +24,7 @@ import math
 from dataclasses import dataclass
 from typing import Optional
 
+import numpy as np
 import torch
 
 from ..duality import lower_bound, program_bound, relative_gap
@@ -52,13 +53,12 @@ def violation_scale(y: torch.Tensor, pred: torch.Tensor) -> float:
 
 
 def iterate_bound(ops, check, beta: float) -> Bound:
-    """The bound of an iterate from its :class:`~.admm.Check` (see the module docstring)."""
-    y = ops.program.y.double()
-    v = y - check.pred.double()
-    J = 0.5 * float(v @ v) + beta * float(ops.group_norms(check.Z.double()).sum())
+    """The bound of an iterate from its :class:`~.admm.Check` (see the module docstring); the
+    check's sums and extrema already cover every process's rows."""
+    J = 0.5 * check.vv + beta * float(ops.group_norms(check.Z.double()).sum())
     B = float(ops.bound_norms(check.C.double()).max())
-    lb = lower_bound(float(v @ y), float(v @ v), beta, B).value
-    viol = max(0.0, -check.worst) / violation_scale(y, check.pred.double())
+    lb = lower_bound(check.vy, check.vv, beta, B).value
+    viol = max(0.0, -check.worst) / max(ops.y_max, check.pred_max, torch.finfo(torch.float64).tiny)
     return Bound(J, lb, relative_gap(J, lb), viol, B / beta)
 
 
@@ -144,6 +144,34 @@ RESCALE_MAX = 4.0
 RESCALE_STEPS = 60
 
 
+def best_scales(Gv: torch.Tensor, Gm: torch.Tensor):
+    """(t (P,), max_p B_p(t_p)): for each pattern the scale t_p in [0, RESCALE_MAX] of its
+    multipliers minimising B_p(t_p) = max_j ||Gv_pj + t_p Gm_pj|| (Gv = the A^T v part, Gm = the
+    G^T mu part, (P, m, k) in any coordinates where the norm is the Euclidean one), never worse
+    than t_p = 1. B_p is the largest of m norms of affine functions of t_p, so it is convex and
+    golden sections find its minimum. Any t_p >= 0 keeps the multipliers valid.
+    """
+    cc, cd, dd = ((a * b).sum(dim=2).double().cpu().numpy() for a, b in ((Gv, Gv), (Gv, Gm), (Gm, Gm)))
+
+    # the search runs on (P, m) numbers: in NumPy, since a hundred tiny torch operations per
+    # call cost far more than the arithmetic (and much more again with a busy thread pool)
+    def B(t):  # (P,) the pattern bounds at scales t (P,)
+        return np.sqrt(np.maximum(cc + 2 * t[:, None] * cd + (t * t)[:, None] * dd, 0)).max(axis=1, initial=0.0)
+
+    lo = np.zeros(Gv.shape[0])
+    hi = np.full_like(lo, RESCALE_MAX)
+    ratio = (math.sqrt(5) - 1) / 2
+    for _ in range(RESCALE_STEPS):
+        a, b = hi - ratio * (hi - lo), lo + ratio * (hi - lo)
+        left = B(a) <= B(b)
+        hi = np.where(left, b, hi)
+        lo = np.where(left, lo, a)
+    t = (lo + hi) / 2
+    ones = np.ones_like(t)
+    t = np.where(B(t) <= B(ones), t, ones)
+    return torch.as_tensor(t, dtype=Gv.dtype, device=Gv.device), float(B(t).max()) if t.size else 0.0
+
+
 def rescale_multipliers(ops, check, beta: float):
     """A dual refinement: each pattern's multipliers times the scale t_p >= 0 that minimises
     B_p(v, t_p mu_p) = max_j ||(A^T v)_pj + t_p (G^T mu)_pj|| (a convex function of t_p: the
@@ -153,31 +181,13 @@ def rescale_multipliers(ops, check, beta: float):
     bound's max_p B_p for one more product than the plain bound. Returns (Bound, mu1, mu2)
     with the rescaled multipliers (>= 0, so the bound stays valid).
     """
-    y = ops.program.y.double()
-    v = y - check.pred.double()
+    v = ops.y - check.pred
     w = ops.bound_weight.double()
-    Cv = ops.adjoint(v.to(ops.dtype)).double() * w
-    Cm = check.C.double() * w - Cv  # C = F^T (M v + G^T mu): the multipliers' part
-    cc, cd, dd = (Cv * Cv).sum(dim=2), (Cv * Cm).sum(dim=2), (Cm * Cm).sum(dim=2)
-
-    def B(t):  # (P,) the pattern bounds at scales t (P,)
-        return (cc + 2 * t[:, None] * cd + (t * t)[:, None] * dd).clamp_min(0).sqrt().amax(dim=1)
-
-    lo = torch.zeros(ops.P, dtype=torch.float64, device=Cv.device)
-    hi = torch.full_like(lo, RESCALE_MAX)
-    ratio = (math.sqrt(5) - 1) / 2
-    for _ in range(RESCALE_STEPS):
-        a, b = hi - ratio * (hi - lo), lo + ratio * (hi - lo)
-        left = B(a) <= B(b)
-        hi = torch.where(left, b, hi)
-        lo = torch.where(left, lo, a)
-    t = (lo + hi) / 2
-    ones = torch.ones_like(t)
-    t = torch.where(B(t) <= B(ones), t, ones)  # never worse than the multipliers as they are
-    Bmax = float(B(t).max())
-    J = 0.5 * float(v @ v) + beta * float(ops.group_norms(check.Z.double()).sum())
-    lb = lower_bound(float(v @ y), float(v @ v), beta, Bmax).value
-    viol = max(0.0, -check.worst) / violation_scale(y, check.pred.double())
+    Cv = ops.adjoint(v).double() * w
+    t, Bmax = best_scales(Cv, check.C.double() * w - Cv)  # C = F^T (M v + G^T mu): mu's part
+    J = 0.5 * check.vv + beta * float(ops.group_norms(check.Z.double()).sum())
+    lb = lower_bound(check.vy, check.vv, beta, Bmax).value
+    viol = max(0.0, -check.worst) / max(ops.y_max, check.pred_max, torch.finfo(torch.float64).tiny)
     tw = t.to(check.mu1.dtype)
     mu1 = check.mu1 * tw[None, :, None]
     mu2 = None if check.mu2 is None else check.mu2 * tw[None, :]

@@ -71,6 +71,8 @@ def starting_point(program: RestrictedProgram, warm_start, multipliers=None):
         Q = warm_start.Q.to(device=program.device, dtype=torch.float64)
         mult = warm_start.multipliers
         info["warm_start"] = "solution"
+        if mult is not None:  # the dual point its multipliers belong with
+            info["warm_residual"] = warm_start.residual.to(device=program.device)
         if warm_start.solver == "engine":  # resume its penalty too
             info["warm_rho"] = (warm_start.info.get("method"), warm_start.info.get("rho"))
     elif isinstance(warm_start, ParallelReLU):
@@ -201,7 +203,9 @@ def solve(program: RestrictedProgram, time_limit: float = 60.0, tol: float = 1e-
         warm_start: a :class:`Solution` over the same patterns, the :class:`ParallelReLU` the
             patterns were read from, a tensor Q (P, m, d'), or ``None``.
         multipliers: (mu1 (P, n, m), mu2 (P, n) or None) >= 0 to start the cone duals from
-            (e.g. a previous call's ``solution.multipliers``); a Solution warm start brings its own.
+            (e.g. a previous call's ``solution.multipliers``); a Solution warm start brings its own
+            and its residual (the loss dual). With a network or Q warm start only the cone duals
+            start from them (:meth:`~.admm.Admm.start` says why).
         dtype: precision of the iteration's passes (certificates are float64 regardless).
         callback: called as ``callback(record)`` at every check with a dict (iteration,
             passes, seconds, objective, lower_bound, gap, violation_rel, rho); returning ``True``
@@ -242,7 +246,8 @@ def solve(program: RestrictedProgram, time_limit: float = 60.0, tol: float = 1e-
         alg = METHODS[method](ops) if rho is None else METHODS[method](ops, rho=rho)
         warm_method, warm_rho = info.pop("warm_rho", (None, None))
         resume = warm_rho if rho is None and warm_method == method else None
-        alg.start(ops.to_z(Q0), None if mult0 is None else ops.from_program_layout(*mult0), rho=resume)
+        alg.start(ops.to_z(Q0), None if mult0 is None else ops.from_program_layout(*mult0), rho=resume,
+                  residual=info.pop("warm_residual", None))
         _sync(ops.device)
         info.update(method=method, dtype=str(dtype).replace("torch.", ""), device=str(ops.device), tol=tol,
                     rank=ops.r, setup_seconds=time.perf_counter() - start, start_objective=start_bound.primal)

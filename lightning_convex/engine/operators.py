@@ -33,7 +33,7 @@ from typing import NamedTuple, Optional, Tuple
 import torch
 
 from ..program import RestrictedProgram
-from ..rows import ROW_CHUNK
+from ..rows import ROW_CHUNK, RowSync
 
 #: directions of X whose singular value is below this fraction of the largest are dropped (they
 #: carry nothing a float64 eigendecomposition can resolve; dropping restricts the primal only,
@@ -43,24 +43,47 @@ RANK_RTOL = 1e-6
 MASK_CACHE_ENTRIES = 1 << 26
 
 
-def row_basis(features: torch.Tensor, rtol: float = RANK_RTOL):
-    """(V (d', r), sigma (r,), U (n, r)) with X = U diag(sigma) V^T, float64, from one symmetric
-    eigendecomposition of the smaller of X^T X and X X^T."""
+class Basis(NamedTuple):
+    """The thin decomposition X = U diag(sigma) V^T of the feature matrix, float64: V (d', r),
+    sigma (r,), and U (n_local, r), this process's rows of U. It depends on the rows alone, so a
+    caller certifying the same rows again (a callback, every epoch) keeps it."""
+
+    V: torch.Tensor
+    sigma: torch.Tensor
+    U: torch.Tensor
+
+
+def row_basis(features: torch.Tensor, rtol: float = RANK_RTOL, sync: Optional[RowSync] = None) -> Basis:
+    """The :class:`Basis` of ``features`` from one symmetric eigendecomposition of the smaller of
+    X^T X and X X^T.
+
+    With ``sync`` (rows split over processes) X^T X is the all-reduced sum of every process's
+    Gram matrix, so each process gets the single-process V and sigma and its own rows of U;
+    when there are fewer rows than columns in all, the rows are gathered (in global row order)
+    and X X^T is decomposed on every process alike.
+    """
     X = features.double()
     n, d = X.shape
-    if n >= d:
-        lam, V = torch.linalg.eigh(X.T @ X)
+    sync = sync or RowSync()
+    n_total = int(sync.sum(torch.tensor([float(n)], dtype=torch.float64, device=X.device)).item())
+    if n_total >= d:
+        lam, V = torch.linalg.eigh(sync.sum(X.T @ X))
         keep = lam > (rtol * rtol) * lam.max().clamp_min(0)
         lam, V = lam[keep].flip(0), V[:, keep].flip(1)
         sigma = lam.sqrt()
-        U = (X @ V) / sigma
-    else:
-        lam, U = torch.linalg.eigh(X @ X.T)
-        keep = lam > (rtol * rtol) * lam.max().clamp_min(0)
-        lam, U = lam[keep].flip(0), U[:, keep].flip(1)
-        sigma = lam.sqrt()
-        V = (X.T @ U) / sigma
-    return V, sigma, U
+        return Basis(V, sigma, (X @ V) / sigma)
+    ids = sync.row_ids(n, X.device)
+    all_ids = sync.cat(ids)
+    order = torch.argsort(all_ids)
+    sorted_ids = all_ids[order]
+    Xall = sync.cat(X)[order]
+    lam, U = torch.linalg.eigh(Xall @ Xall.T)
+    keep = lam > (rtol * rtol) * lam.max().clamp_min(0)
+    lam, U = lam[keep].flip(0), U[:, keep].flip(1)
+    sigma = lam.sqrt()
+    V = (Xall.T @ U) / sigma
+    # this process's rows of U: the positions of its ids in the global order
+    return Basis(V, sigma, U[torch.searchsorted(sorted_ids, ids)])
 
 
 class RowMasks(NamedTuple):
@@ -88,15 +111,24 @@ class Operators:
             recomputed in float64 on the program itself).
         whiten: z = Sigma V^T q (True) or only rotated, z = V^T q (False).
         chunk: rows per pass chunk.
+        basis: the :class:`Basis` of the program's rows when the caller has it already.
+        sync: how the rows combine when they are one process's shard (:class:`RowSync`): the
+            adjoint's sums over rows are all-reduced, every other pass is row-local.
     """
 
     def __init__(self, program: RestrictedProgram, dtype=torch.float32, whiten: bool = True,
-                 chunk: int = ROW_CHUNK) -> None:
+                 chunk: int = ROW_CHUNK, basis: Optional[Basis] = None, sync: Optional[RowSync] = None) -> None:
         self.program = program
         self.dtype = dtype
         self.whiten = bool(whiten)
         self.chunk = int(chunk)
-        V, sigma, U = row_basis(program.features)
+        self.sync = sync or RowSync()
+        if basis is None:
+            basis = row_basis(program.features, sync=self.sync)
+        elif basis.U.shape[0] != program.n:
+            raise ValueError(f"the basis has {basis.U.shape[0]} rows, the program {program.n}")
+        self.basis = basis
+        V, sigma, U = basis
         self.V64, self.sigma64 = V, sigma
         self.r = sigma.numel()
         F = U if whiten else U * sigma
@@ -109,6 +141,9 @@ class Operators:
         self.P, self.n, self.m = len(pats), pats.n, pats.hidden
         self.depth = pats.depth
         self.y = program.y.to(dtype)
+        #: max |y_i| over all rows (the unit of cone violations)
+        y_abs = program.y.double().abs()
+        self.y_max = float(self.sync.max(y_abs.max().reshape(1) if y_abs.numel() else y_abs.new_zeros(1)))
         # bool / sign data in (n, P, m) and (n, P) layout
         self.D1 = pats.D1.permute(1, 0, 2).contiguous()
         self.D2 = None if pats.D2 is None else pats.D2.T.contiguous()
@@ -139,6 +174,7 @@ class Operators:
             count = max(count, float(mk.count.max()))
             if mk.S2 is not None:
                 second = max(second, float(mk.D1f.sum(dim=2).max()))
+        count, second = self.sync.max(torch.tensor([count, second], dtype=torch.float64, device=self.device)).tolist()
         return f2 * max(count, 1.0), f2 * (1.0 + second)
 
     def rows_zeros(self):
@@ -222,7 +258,8 @@ class Operators:
 
     def adjoint(self, v: Optional[torch.Tensor] = None, mu1: Optional[torch.Tensor] = None,
                 mu2: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """A^T v + G^T mu (P, m, r) from one product per row chunk; ``None`` terms are zero."""
+        """A^T v + G^T mu (P, m, r) from one product per row chunk, summed over every process's
+        rows; ``None`` terms are zero."""
         out = torch.zeros(self.P * self.m, self.r, dtype=self.dtype, device=self.device)
         for rows in self.row_chunks():
             M, S1, D1f, S2 = self.masks(rows)[:4]
@@ -234,7 +271,7 @@ class Operators:
             if S2 is not None and mu2 is not None:
                 W.addcmul_(D1f, (S2 * mu2[rows])[:, :, None])
             out.addmm_(W.view(-1, self.P * self.m).T, self.F[rows])
-        return out.view(self.P, self.m, self.r)
+        return self.sync.sum(out).view(self.P, self.m, self.r)
 
     def bound_norms(self, C: torch.Tensor) -> torch.Tensor:
         """||(X^T W)_pj|| from C = F^T W (the output of :meth:`adjoint`), shape (P, m), exact up

@@ -76,6 +76,8 @@ class Pdhg:
     name = "pdhg"
 
     def __init__(self, ops: Operators, rho: Optional[float] = None) -> None:
+        if ops.sync.distributed:
+            raise ValueError("the pdhg method runs on one process's rows only; use method='admm'")
         self.ops = ops
         self.prox = EllipsoidProx(ops.norm_weight)
         self.omega0 = rho
@@ -92,12 +94,15 @@ class Pdhg:
     def _steps(self, omega: float):
         return self.eta / omega, self.eta * omega / self.La, self.eta * omega / self.Lg
 
-    def start(self, Z0: torch.Tensor, multipliers=None, rho: Optional[float] = None) -> None:
+    def start(self, Z0: torch.Tensor, multipliers=None, rho: Optional[float] = None,
+              residual: Optional[torch.Tensor] = None) -> None:
+        """Start at Z0 with the duals w = -``residual`` (default: -(y - A Z0)) and ``multipliers``
+        (default 0)."""
         ops = self.ops
         Z = Z0.to(ops.dtype).clone()
         pred, R1, R2 = ops.forward(Z)
         self.products += 1
-        w = pred - ops.y
+        w = pred - ops.y if residual is None else -residual.to(device=ops.device, dtype=ops.dtype)
         if multipliers is not None:
             mu1 = multipliers[0].clone()
             mu2 = None if multipliers[1] is None else multipliers[1].clone()
@@ -165,7 +170,9 @@ class Pdhg:
         worst = float(st.R1.min())
         if st.R2 is not None:
             worst = min(worst, float(st.R2.min()))
-        return Check(Z=st.Z, Q=st.Z, pred=st.pred, worst=worst, mu1=st.mu1, mu2=st.mu2, C=C)
+        v64 = v.double()
+        return Check(Z=st.Z, Q=st.Z, pred=st.pred, worst=worst, mu1=st.mu1, mu2=st.mu2, C=C,
+                     vv=float(v64 @ v64), vy=float(v64 @ ops.y.double()), pred_max=float(st.pred.abs().max()))
 
     def _maybe_restart(self, err_current: float) -> None:
         st, ops = self.state, self.ops
