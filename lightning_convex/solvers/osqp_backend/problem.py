@@ -63,7 +63,11 @@ class Problem:
         # a row's scale: |row . q| <= ||row|| * ||q_rows_block||, used for relative slacks
         self.row_norm = np.sqrt(np.asarray(self.G.multiply(self.G).sum(axis=1)).ravel())
         col_nnz = np.diff(self.A.indptr)
-        self.dead = col_nnz.reshape(self.ng, self.d).sum(axis=1) == 0  # groups that predict nothing
+        # groups of patterns that predict nothing: zero is optimal for them (a neuron that predicts
+        # nothing in a live pattern is not dead: through the shared second-layer rows it can make
+        # room for the pattern's other neurons)
+        silent = col_nnz.reshape(self.P, self.m * self.d).sum(axis=1) == 0
+        self.dead = np.repeat(silent, self.m)
         self.scale = max(1.0, float(np.abs(self.y).max()))
         # patterns that occur more than once (union() removes duplicates, concatenate() not)
         self.duplicates = {}
