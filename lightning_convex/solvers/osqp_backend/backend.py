@@ -16,7 +16,7 @@ from .run import RunResult, Settings, run
 from .warm import start_point, warm_variable
 
 def solve_osqp(program: RestrictedProgram, tol: float = 1e-8, time_limit: float = float("inf"),
-               max_iter: int = 500, warm_start=None, verbose: bool = False, eps: float = 1e-7,
+               max_iter: int = 500, warm_start=None, verbose: bool = False, eps: float = 1e-5,
                feas_tol: float = 1e-9) -> Solution:
     """Solve the restricted program with OSQP QPs and an exact face polish (see the package docstring).
 

@@ -53,7 +53,7 @@ class FaceNewton:
         if rows.size == 0:
             T = np.eye(cols.size)
         else:
-            Cm = self.pb.G[rows][:, cols].toarray()
+            Cm = self.pb.block(p, groups, rows)
             Cm /= np.maximum(np.linalg.norm(Cm, axis=1, keepdims=True), 1e-300)
             # only V is needed: the full U of a tall matrix would cost rows^2
             _, sv, Vt = np.linalg.svd(Cm, full_matrices=Cm.shape[0] < Cm.shape[1])
@@ -64,7 +64,7 @@ class FaceNewton:
         self._cache[key] = T
         return T
 
-    def enter(self, q, S, E):
+    def enter(self, q, S, E, patterns=None):
         """The point of the face {G_E q = 0, G q >= 0} nearest to q, pattern by pattern: in face
         coordinates z (q_p = T z, T orthonormal) the projection of T' q_p onto {G_R T z >= 0}, R
         the pattern's other rows (:func:`.projection.nearest_in_cone`); the rows it lands on join
@@ -75,31 +75,50 @@ class FaceNewton:
         pattern near q (with nearly dependent rows, a slack of 1e-8 can cut an extreme ray to
         {0}): while the projection would move the pattern by more than MOVE of its norm, the
         E-row with the largest slack at q leaves E. Groups that end at rounding level leave S (their rows leave E).
-        Returns (q, S, E)."""
+        Only ``patterns`` (default: every pattern with S-groups) are moved. Returns (q, S, E)."""
         pb = self.pb
         q, E = q.copy(), E.copy()
         gq = pb.G @ q
         slack = gq / np.maximum(pb.group_slack_scale(q), 1e-300)
         for _ in range(3):
-            for p in np.unique(np.flatnonzero(S) // pb.m):
+            live = np.unique(np.flatnonzero(S) // pb.m)
+            for p in live if patterns is None else np.intersect1d(live, patterns):
                 groups = pb.pattern_groups(p)
                 groups = groups[S[groups]]
                 cols = pb.cols(groups)
                 rows = pb.pattern_rows(p, groups)
                 before = max(float(np.linalg.norm(q[cols])), 1e-300)
-                while True:
-                    T = self._null_basis(p, groups, rows[E[rows]])
-                    z, on = T.T @ q[cols], None
-                    rest = rows[~E[rows]]
+                base = E[rows]
+                loose = np.flatnonzero(base & (slack[rows] > ROUNDING_SLACK))
+                loose = loose[np.argsort(-slack[rows[loose]])]
+
+                def attempt(drop):
+                    keep = base.copy()
+                    keep[loose[:drop]] = False
+                    T = self._null_basis(p, groups, rows[keep])
+                    z, on, rest = T.T @ q[cols], None, rows[~keep]
                     if rest.size and T.shape[1]:
-                        M = pb.G[rest][:, cols].toarray() @ T
+                        M = pb.block(p, groups, rest) @ T
                         # scaled by the rows themselves: a row the face makes ~0 is no constraint
                         scale = pb.row_norm[rest] * max(float(np.linalg.norm(z)), 1e-300)
                         z, on = nearest_in_cone(M, z, scale)
-                    loose = rows[E[rows] & (slack[rows] > ROUNDING_SLACK)]
-                    if (float(np.linalg.norm(T @ z - q[cols])) <= MOVE * before) or loose.size == 0:
-                        break
-                    E[loose[np.argmax(slack[loose])]] = False
+                    return keep, T, z, on, rest, float(np.linalg.norm(T @ z - q[cols])) <= MOVE * before
+
+                result = attempt(0)
+                if not result[-1] and loose.size:
+                    # the fewest largest-slack rows to drop (dropping more only widens the face)
+                    lo, hi = 0, loose.size
+                    best = attempt(hi)
+                    while hi - lo > 1:
+                        mid = (lo + hi) // 2
+                        trial = attempt(mid)
+                        if trial[-1]:
+                            hi, best = mid, trial
+                        else:
+                            lo = mid
+                    result = best
+                keep, T, z, on, rest, _ = result
+                E[rows] = keep
                 if on is not None:
                     E[rest[on]] = True
                 q[cols] = T @ z
@@ -160,6 +179,24 @@ class FaceNewton:
                 return q, S, E
             dq = np.zeros(pb.N)
             dq[cols] = T @ dz
+            # a group whose full step passes through 0 (radial component beyond its norm) is
+            # headed for the kink, which Newton on the smooth part only approaches: try the point
+            # with those groups at 0 (back on the cones, see enter) before the Newton step
+            radial = np.einsum("gd,gd->g", U, dq[cols].reshape(-1, d))
+            through = np.concatenate([g for g, _, _ in blocks])[radial < -nrS]
+            if through.size:
+                Sz = S.copy()
+                Sz[through] = False
+                qz = q + dq
+                qz.reshape(pb.ng, d)[through] = 0.0
+                qz, Sz, Ez = self.enter(qz, Sz, E & pb.reading_rows(Sz),
+                                        patterns=np.unique(through // pb.m))
+                fz = pb.F(qz)
+                if fz < f and float(-(pb.G @ qz).min(initial=0.0)) <= 0.0:
+                    self.newton_steps += 1
+                    q, S, E, f = qz, Sz, Ez, fz
+                    blocks = self.basis(S, E)
+                    continue
             # ratio test on the rows outside E
             gq = pb.G @ q
             gd = pb.G @ dq
@@ -182,10 +219,17 @@ class FaceNewton:
                 f = fn
             elif not blocked:
                 return q, S, E  # no descent along the Newton direction: the face is solved
+            changed = None
             if blocked:
                 E = E.copy()
-                E[cand[ratios <= alpha_max * (1 + 1e-9) + 1e-300]] = True
-            q, S, E = self.enter(q, S, E)
+                # with the blocking row, every row at rounding level that the step would cross
+                # (degenerate faces have many; one at a time would cost a Newton step each)
+                tiny = gq[cand] <= ROUNDING_SLACK * pb.group_slack_scale(q)[cand]
+                hit = cand[(ratios <= alpha_max * (1 + 1e-9) + 1e-300) | tiny]
+                E[hit] = True
+                changed = np.unique(pb.row_pattern[hit])
+            # the step stayed on the face: only the patterns that gained rows move onto theirs
+            q, S, E = self.enter(q, S, E, patterns=changed if changed is not None else np.zeros(0, int))
             blocks = self.basis(S, E)
             f = pb.F(q)
         return q, S, E

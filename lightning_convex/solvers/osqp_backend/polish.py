@@ -131,7 +131,7 @@ def tangent_step(pb: Problem, q: np.ndarray, S: np.ndarray, E: np.ndarray):
         rows = rows[E[rows]]
         g = grad[cols]
         if rows.size:
-            M = pb.G[rows][:, cols].toarray()
+            M = pb.block(p, groups, rows)
             lam, _ = nnls(M.T, g)
             g = g - M.T @ lam
         step[cols] = -g

@@ -79,6 +79,7 @@ class Problem:
                 self.duplicates.setdefault(rep, []).append(p)
             self.duplicates = {k: v for k, v in self.duplicates.items() if len(v) > 1}
         self._rows1_cache: dict = {}
+        self._blocks: dict = {}
         # dense as well: stage A needs A^T A (N x N) anyway, and the face products are thin
         self.A_dense = self.A.toarray()
 
@@ -113,6 +114,26 @@ class Problem:
         if self.two_layer_rows:
             reads[self.n1 :] = S.reshape(self.P, self.m).any(axis=1)[self.row_pattern[self.n1 :]]
         return reads
+
+    def block(self, p: int, groups, rows) -> np.ndarray:
+        """G[rows][:, cols(groups)] dense, for rows and groups of pattern p.
+
+        The pattern's dense block (all its rows, all its columns) is cached on first use: the
+        polish slices it many times, and scipy's sparse fancy indexing costs more than the
+        arithmetic on these small blocks."""
+        cached = self._blocks.get(p)
+        if cached is None:
+            all_rows = self.pattern_rows(p, self.pattern_groups(p))
+            order = np.argsort(all_rows)
+            dense = self.G[all_rows][:, self.cols(self.pattern_groups(p))].toarray()
+            cached = (all_rows[order], order, dense)
+            if len(self._blocks) > 64:
+                self._blocks.clear()
+            self._blocks[p] = cached
+        sorted_rows, order, dense = cached
+        local_rows = order[np.searchsorted(sorted_rows, rows)]
+        local_cols = ((np.asarray(groups) - p * self.m)[:, None] * self.d + np.arange(self.d)[None, :]).ravel()
+        return dense[np.ix_(local_rows, local_cols)]
 
     def block1(self, g: int) -> np.ndarray:
         """The first-layer rows of group g restricted to its columns, dense (n, d')."""

@@ -62,6 +62,6 @@ def project_feasible(pb: Problem, q: np.ndarray, S: np.ndarray):
         if (gq[rows] >= 0).all():
             continue
         scale = pb.row_norm[rows] * max(float(np.linalg.norm(q[cols])), 1e-300)
-        q[cols], on = nearest_in_cone(pb.G[rows][:, cols], q[cols], scale)
+        q[cols], on = nearest_in_cone(pb.block(p, groups, rows), q[cols], scale)
         E[rows[on]] = True
     return q, E
