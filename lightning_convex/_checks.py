@@ -15,13 +15,34 @@ REGULARIZATIONS = ("path", "paper")
 DEPTHS = (2, 3)
 
 
+def check_float_dtype(dtype, name: str = "dtype") -> torch.dtype:
+    """A floating torch dtype (float32 / float64); integer working dtypes would truncate data."""
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise ValueError(f"{name} must be a floating torch dtype (torch.float32 or torch.float64), got {dtype!r}")
+    return dtype
+
+
+def _as_float(t, name: str, device, dtype) -> torch.Tensor:
+    """A floating tensor: integer and bool input go straight to float64 (through float32 they
+    would lose digits above 2^24), then to ``dtype`` when given."""
+    try:
+        t = torch.as_tensor(t, device=device)
+    except (TypeError, ValueError, RuntimeError) as exc:
+        raise TypeError(f"{name} must be a numeric tensor or array, got {type(t).__name__}: {exc}") from None
+    if dtype is not None:
+        check_float_dtype(dtype)
+    if not torch.is_floating_point(t):
+        if t.is_complex():
+            raise ValueError(f"{name} must be real, got {t.dtype}")
+        t = t.to(torch.float64)
+    if dtype is not None:
+        t = t.to(dtype)
+    return t
+
+
 def as_matrix(X, name: str = "X", device=None, dtype=None) -> torch.Tensor:
     """``X`` as a 2-D floating tensor, checked for shape and finiteness."""
-    X = torch.as_tensor(X, device=device)
-    if not torch.is_floating_point(X):
-        X = X.to(torch.get_default_dtype())
-    if dtype is not None:
-        X = X.to(dtype)
+    X = _as_float(X, name, device, dtype)
     if X.dim() != 2:
         raise ValueError(f"{name} must be a 2-D (n, d) tensor, got shape {tuple(X.shape)}")
     if X.shape[0] == 0 or X.shape[1] == 0:
@@ -33,11 +54,7 @@ def as_matrix(X, name: str = "X", device=None, dtype=None) -> torch.Tensor:
 
 def as_targets(y, n: int, name: str = "y", device=None, dtype=None) -> torch.Tensor:
     """``y`` as a 1-D floating tensor of length ``n`` (an (n, 1) column is accepted)."""
-    y = torch.as_tensor(y, device=device)
-    if not torch.is_floating_point(y):
-        y = y.to(torch.get_default_dtype())
-    if dtype is not None:
-        y = y.to(dtype)
+    y = _as_float(y, name, device, dtype)
     if y.dim() == 2 and y.shape[1] == 1:
         y = y[:, 0]
     if y.dim() != 1:

@@ -61,18 +61,22 @@ from .certificates import certify
 from .mapping import branch_path_norms, branch_variables, rebuild_branches
 from .model import ParallelReLU, branch_outputs, network_rows
 from .objective import objective, predict
-from .patterns import PatternSet, draw_branches, patterns_of, sample_patterns, union
+from .patterns import PatternSet, draw_branches, patterns_of, private_generator, sample_patterns, union
 from .program import RestrictedProgram
 from .reconstruct import load_solution_, network_variable
-from .solution import Solution
+from .solution import Solution, SolveStatus
 from .solvers import backend, choose_solver, solve
 
 SPARE_POLICIES = ("zero", "reseed")
 #: A solver objective above (1 + this) J(theta) over a set holding the network's own patterns
 #: contradicts feasibility of the network (float64 rounding and solver tolerances stay far below).
 CONSISTENCY_RTOL = 1e-6
-#: The backends' default stopping tolerance (see ``solve``); retries loosen it 10x at a time.
-DEFAULT_TOL = 1e-9
+#: Patterns whose t_p is at most this fraction of the largest are solver residue (an interior point
+#: leaves ~tol-sized values on groups that are zero at the optimum); they are dropped when that
+#: does not raise the objective beyond rounding, so they do not occupy branches.
+ZERO_PATTERN_RTOL = 1e-6
+#: Stops a looser tolerance cannot help (the budget is spent).
+RETRY_NEVER = (SolveStatus.TIME_LIMIT, SolveStatus.USER_LIMIT)
 STOP_REASONS = ("converged", "repeated", "max_rounds", "failed", "worse")
 
 
@@ -137,6 +141,24 @@ class ActiveSetResult:
             f"converged={self.converged}, active={self.active}, reseeded={self.reseeded}, "
             f"solver_seconds={self.solver_seconds:.3g})"
         )
+
+
+def without_numerical_zeros(solution: Solution) -> Solution:
+    """The solution with residue patterns (t_p <= ZERO_PATTERN_RTOL max t) set to exactly zero, when
+    the objective stays within 1e-9 (relative) of the solver's; otherwise the solution itself."""
+    t = solution.pattern_norms()
+    small = (t > 0) & (t <= ZERO_PATTERN_RTOL * t.max())
+    if not bool(small.any()):
+        return solution
+    program = solution.program
+    Q = solution.Q.clone()
+    Q[small] = 0
+    if program.objective(Q) > solution.objective + 1e-9 * abs(solution.objective):
+        return solution
+    return Solution.from_variable(program, Q, status=solution.status, seconds=solution.seconds,
+                                  iterations=solution.iterations, solver=solution.solver,
+                                  multipliers=solution.multipliers,
+                                  info={**solution.info, "zeroed_patterns": int(small.sum())})
 
 
 def _run_solver(program: RestrictedProgram, solver: str, warm_start, options: dict) -> Solution:
@@ -254,8 +276,8 @@ def active_set_solve(
         spare_tol: the most re-seeding may add to J, relative to J (``spare="reseed"``).
         reseed_candidates: random branches drawn per re-seeding.
         solver_options: extra keyword arguments for the solver (``tol``, ``max_iter``, ...).
-        retries: after a non-optimal status, solve again up to this many times with the
-            tolerance 10x looser each time (a non-optimal solution is never used).
+        retries: after a non-optimal status, solve again up to this many times, each at 10x the
+            tolerance the previous attempt used (a non-optimal solution is never used).
         warn: emit a ``UserWarning`` for a failed or rejected solve (the result says so anyway).
 
     Returns:
@@ -274,8 +296,10 @@ def active_set_solve(
         raise ValueError(f"rtol must be in [0, 1), got {rtol!r}")
     if not (spare_tol >= 0 and math.isfinite(spare_tol)):
         raise ValueError(f"spare_tol must be a non-negative number, got {spare_tol!r}")
+    net.check_finite_()
     device = net.W1.device
     rows = network_rows(net, X, y)  # validated once: everything below reads these rows
+    generator = private_generator(generator)  # one stream for sampling, search and re-seeding
     options = dict(solver_options or {})
 
     start = time.perf_counter()
@@ -302,23 +326,28 @@ def active_set_solve(
 
     def attempt(patterns: PatternSet, warm: torch.Tensor):
         """(optimal solution or None, last solution): one solve, and on a non-optimal status up to
-        ``retries`` more at 10x looser tolerances. Measured: Clarabel stops "AlmostSolved" at
-        tol 1e-9 on programs it solves at 1e-8 to the same objective (to 1e-10)."""
+        ``retries`` more, each at 10x the tolerance the previous attempt used (the backend's own
+        default first, as its Solution reports it). Interior points can stop short ("almost
+        solved") at a tight default on programs they solve at a looser one to the same objective.
+        Backends without a ``tol`` option, and stops at a time limit, are not retried."""
         program = RestrictedProgram(rows, None, patterns, beta)
-        tol = options.get("tol", DEFAULT_TOL)
+        opts = dict(options)
         for attempt_index in range(retries + 1):
-            opts = dict(options)
-            if attempt_index:
-                opts["tol"] = tol * 10.0 ** attempt_index
             solution = _run_solver(program, solver, warm, opts)
             result.solves += 1
             result.solver_seconds += solution.seconds
             result.statuses.append(str(solution.status))
             result.solver_objectives.append(float(solution.objective))
             if solution.is_optimal:
+                solution = without_numerical_zeros(solution)
                 return solution, solution
+            used = solution.info.get("tol")
+            at = f" at tol {used:.0e}" if isinstance(used, float) else ""
             note(f"the {solution.solver} solve over {len(patterns)} patterns ended with status "
-                 f"{solution.status} at tol {opts.get('tol', tol):.0e}; not used")
+                 f"{solution.status}{at}; not used")
+            if not isinstance(used, float) or solution.status in RETRY_NEVER:
+                break
+            opts["tol"] = used * 10.0
         return None, solution
 
     def judge(solution: Solution, J: float, round_index: int) -> str:

@@ -53,16 +53,53 @@ class Dataset(TrainTestSizes):
     y_test: torch.Tensor
 
 
+ENV_VAR = "LIGHTNING_CONVEX_UCI_DIR"
+
+
 def default_uci_dir() -> Optional[Path]:
-    """``$LIGHTNING_CONVEX_UCI_DIR`` or the project's ``../shared/data/uci`` when present."""
-    env = os.environ.get("LIGHTNING_CONVEX_UCI_DIR")
-    candidates = [Path(env)] if env else []
+    """``$LIGHTNING_CONVEX_UCI_DIR`` (which must then exist), else the project's
+    ``../shared/data/uci`` when present."""
+    env = os.environ.get(ENV_VAR)
+    if env:
+        if not Path(env).is_dir():
+            raise FileNotFoundError(f"{ENV_VAR}={env!r} is set but is not a directory; point it at the "
+                                    "folder holding the UCI sets, or unset it")
+        return Path(env)
     here = Path(__file__).resolve().parent.parent
-    candidates += [here.parent / "shared" / "data" / "uci", Path.cwd().parent / "shared" / "data" / "uci"]
-    for path in candidates:
+    for path in (here.parent / "shared" / "data" / "uci", Path.cwd().parent / "shared" / "data" / "uci"):
         if path.is_dir():
             return path
     return None
+
+
+def _read_table(path: Path) -> np.ndarray:
+    """The rows of a ``<name>_R.dat`` file: index, features, class; errors name the file."""
+    try:
+        table = np.loadtxt(path, skiprows=1, dtype=np.float64, ndmin=2)
+    except ValueError as exc:
+        raise ValueError(f"{path}: not a table of numbers after the header row ({exc})") from None
+    if table.shape[0] == 0 or table.shape[1] < 3:
+        raise ValueError(f"{path}: expected rows of (index, features..., class), got shape {table.shape}")
+    if not np.all(np.isfinite(table)):
+        raise ValueError(f"{path}: contains NaN or inf entries")
+    return table
+
+
+def _read_split(path: Path, n: int):
+    """(train, test) row indices from ``conxuntos.dat``; errors name the file."""
+    if not path.is_file():
+        raise FileNotFoundError(f"missing split file {path}")
+    lines = path.read_text().strip().splitlines()
+    if len(lines) < 2:
+        raise ValueError(f"{path}: expected two lines (train indices, test indices), got {len(lines)}")
+    try:
+        train, test = (np.array(line.split(), dtype=int) for line in lines[:2])
+    except ValueError as exc:
+        raise ValueError(f"{path}: indices must be integers ({exc})") from None
+    for kind, index in (("train", train), ("test", test)):
+        if index.size and (index.min() < 0 or index.max() >= n):
+            raise ValueError(f"{path}: {kind} indices must lie in [0, {n}), got {index.min()}..{index.max()}")
+    return train, test
 
 
 def load_uci(name: str, data_dir=None, split: str = "conxuntos") -> Dataset:
@@ -81,17 +118,15 @@ def load_uci(name: str, data_dir=None, split: str = "conxuntos") -> Dataset:
     path = folder / f"{name}_R.dat"
     if not path.is_file():
         raise FileNotFoundError(f"missing data file {path}")
-    table = np.loadtxt(path, skiprows=1, dtype=np.float64)
+    if split not in ("conxuntos", "all"):
+        raise ValueError(f"split must be 'conxuntos' or 'all', got {split!r}")
+    table = _read_table(path)
     X = table[:, 1:-1]
     y = table[:, -1]
     if split == "all":
         train, test = np.arange(len(y)), np.arange(0)
-    elif split == "conxuntos":
-        lines = (folder / "conxuntos.dat").read_text().strip().splitlines()
-        train = np.array(lines[0].split(), dtype=int)
-        test = np.array(lines[1].split(), dtype=int)
     else:
-        raise ValueError(f"split must be 'conxuntos' or 'all', got {split!r}")
+        train, test = _read_split(folder / "conxuntos.dat", len(y))
     as_t = lambda a: torch.tensor(a, dtype=torch.float32)  # noqa: E731
     return Dataset(name, as_t(X[train]), as_t(y[train]), as_t(X[test]), as_t(y[test]))
 

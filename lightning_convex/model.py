@@ -16,6 +16,7 @@ reconstruction) appends the same column.
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Optional
 
 import torch
@@ -95,11 +96,24 @@ class ParallelReLU(nn.Module):
         )
 
     def features(self, X: torch.Tensor) -> torch.Tensor:
-        """X with the bias column appended when ``bias=True``: the rows the first layer sees."""
+        """X with the bias column appended when ``bias=True``: the rows the first layer sees.
+
+        X must be a tensor of the parameters' dtype and device: a forward pass converts nothing
+        silently (convert with ``X.to(net.W1)``, or use :func:`lightning_convex.predict`, which
+        accepts any numeric input and evaluates in float64).
+        """
+        if not isinstance(X, torch.Tensor):
+            raise TypeError(f"X must be a torch.Tensor, got {type(X).__name__}; convert it with "
+                            f"torch.as_tensor(X, dtype={self.W1.dtype})")
         if X.dim() != 2 or X.shape[1] != self.in_features:
             raise ValueError(
                 f"expected X of shape (n, {self.in_features}), got {tuple(X.shape)}"
             )
+        if X.dtype != self.W1.dtype:
+            raise TypeError(f"X is {X.dtype} but the network's parameters are {self.W1.dtype}: convert "
+                            f"X with X.to({self.W1.dtype}) (or the network with .to(X.dtype))")
+        if X.device != self.W1.device:
+            raise ValueError(f"X is on {X.device} but the network is on {self.W1.device}")
         return add_bias_column(X) if self.bias else X
 
     def second_layer(self) -> torch.Tensor:
@@ -136,16 +150,36 @@ class ParallelReLU(nn.Module):
             self.w2[index] = w2.to(self.w2)
 
     @torch.no_grad()
-    def load_solution_(self, solution, rtol: float = 1e-9) -> "ParallelReLU":
+    def load_solution_(self, solution, rtol: float = 1e-9, allow_inexact: bool = False) -> "ParallelReLU":
         """Write a :class:`~lightning_convex.Solution` into the K branches in place (Proposition 1,
         MATH.md section 4) and return the network.
 
         Nonzero patterns (t_p above ``rtol`` times the largest) fill branches 0, 1, ... in pattern
         order; every spare branch becomes exactly zero (W1, w2, w3 = 0), contributing nothing to
-        f or R. Refuses (ValueError) a solution with more than K nonzero patterns or one built for
-        another architecture; the network is left untouched then. The network's own
-        regularization form decides the scaling.
+        f or R. Refuses (ValueError, network untouched) a solution whose status is not optimal
+        unless ``allow_inexact=True`` (then a rise of J on the program's rows is warned about), a
+        solution with more than K nonzero patterns, or one built for another architecture. The
+        network's own regularization form decides the scaling.
         """
+        if not solution.is_optimal and not allow_inexact:
+            raise ValueError(
+                f"the solution's status is {solution.status} (not optimal): writing it could raise "
+                "the objective. Solve again (a looser tol, more max_iter or time_limit), or pass "
+                "allow_inexact=True to write it anyway"
+            )
+        program = solution.program
+        before = None if solution.is_optimal else objective_on_rows(self, program.rows, program.beta)
+        self.write_solution_(solution, rtol)
+        if before is not None:
+            after = objective_on_rows(self, program.rows, program.beta)
+            if after > before:
+                warnings.warn(f"load_solution_ wrote a {solution.status} solution: J rose from {before:.10g} "
+                              f"to {after:.10g} on the program's rows", stacklevel=2)
+        return self
+
+    @torch.no_grad()
+    def write_solution_(self, solution, rtol: float = 1e-9) -> "ParallelReLU":
+        """The writing step of :meth:`load_solution_`, whatever the solution's status."""
         program = solution.program
         expected = (program.in_features, program.m, program.depth, program.bias)
         actual = (self.in_features, self.hidden, self.depth, self.bias)
@@ -164,11 +198,29 @@ class ParallelReLU(nn.Module):
         patterns = program.patterns
         Q = solution.Q.double()[idx]
         W1, w2, w3 = rebuild_branches(Q, patterns.s[idx.to(patterns.device)],
-                                    patterns.sig[idx.to(patterns.device)], self.depth, self.regularization)
+                                      patterns.sig[idx.to(patterns.device)], self.depth, self.regularization)
         for param in self.parameters():
             param.zero_()
         self.write_branches_(torch.arange(count), W1, w2, w3)
         return self
+
+    def check_finite_(self) -> "ParallelReLU":
+        """Raise ValueError naming the first parameter with NaN or inf entries; return the network."""
+        for name, param in self.named_parameters():
+            if not bool(torch.isfinite(param).all()):
+                raise ValueError(f"the network's parameter {name} contains NaN or inf entries")
+        return self
+
+
+@torch.no_grad()
+def objective_on_rows(net: ParallelReLU, rows: Rows, beta: float) -> float:
+    """J(theta) = 1/2 ||f(X) - y||^2 + beta R(theta) in float64 on prepared rows holding y
+    (MATH.md section 1, sum form); the public entry point is :func:`lightning_convex.objective`."""
+    W1, w2, w3 = float64_parameters(net)
+    features = rows.features.to(device=W1.device, dtype=torch.float64)
+    f = torch.cat([branch_outputs(features[sl], W1, w2, w3).sum(dim=0) for sl in rows.chunks()])
+    y = rows.y.to(f)
+    return float(0.5 * (f - y).square().sum() + beta * regularizer(W1, w2, w3, net.regularization))
 
 
 def float64_parameters(net: ParallelReLU):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from ._checks import check_beta
-from .model import ParallelReLU, branch_outputs, float64_parameters, network_rows, regularizer
+from .model import ParallelReLU, branch_outputs, float64_parameters, network_rows, objective_on_rows
 from .rows import ROW_CHUNK
 
 
@@ -31,7 +31,4 @@ def objective(net: ParallelReLU, X, y=None, beta=None) -> float:
     rows = network_rows(net, X, y)
     if rows.y is None:
         raise ValueError("objective needs the targets y")
-    f = predict(net, rows)
-    W1, w2, w3 = float64_parameters(net)
-    R = regularizer(W1, w2, w3, net.regularization)
-    return float(0.5 * (f - rows.y).square().sum() + beta * R)
+    return objective_on_rows(net, rows, beta)

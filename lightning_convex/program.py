@@ -162,11 +162,15 @@ class RestrictedProgram:
     # -- prediction operator A and its adjoint -----------------------------------------------
     def predict(self, Q) -> torch.Tensor:
         """A Q = sum_p D2_p * sum_j D1_pj * (X q_pj), shape (n,)."""
+        return self.pattern_predictions(Q).sum(dim=0)
+
+    def pattern_predictions(self, Q) -> torch.Tensor:
+        """Each pattern's share of A Q: D2_p * sum_j D1_pj * (X q_pj), shape (P, n)."""
         Q = self.check_variable(Q)
-        out = torch.zeros(self.n, dtype=self.dtype, device=self.device)
+        out = torch.empty(self.P, self.n, dtype=self.dtype, device=self.device)
         for sl in self._pattern_chunks():
             Z = torch.einsum("nd,pmd->pnm", self.features, Q[sl])
-            out += (Z * self._mask(sl)).sum(dim=(0, 2))
+            out[sl] = (Z * self._mask(sl)).sum(dim=2)
         return out
 
     def _mask(self, sl) -> torch.Tensor:

@@ -11,6 +11,7 @@ from typing import Optional
 
 import torch
 
+from ._checks import check_int
 from .mapping import branch_variables, rebuild_branches, scatter_to_patterns
 from .model import ParallelReLU, float64_parameters
 from .patterns import PatternSet, patterns_of
@@ -54,23 +55,30 @@ def to_network(solution: Solution, regularization: str = "path", rtol: float = 1
 
     Patterns with t_p <= ``rtol`` * max t are numerical zeros and get no branch. ``branches``
     (>= the number of nonzero patterns) pads with zero branches; ``dtype`` defaults to the
-    program's (float64), so the rebuilt network reproduces the convex objective to rounding.
+    program's (float64), so the rebuilt network reproduces the convex objective to rounding. A
+    new network is built whatever the solution's status (nothing is overwritten), without
+    advancing the global torch RNG.
     """
+    if not isinstance(solution, Solution):
+        raise TypeError(f"solution must be a Solution, got {type(solution).__name__}")
     count = int(solution.active_patterns(rtol).sum())
-    K = max(count, 1) if branches is None else branches
+    K = max(count, 1) if branches is None else check_int("branches", branches, minimum=1)
     if K < count:
         raise ValueError(f"the solution has {count} nonzero patterns but branches={K}")
     program = solution.program
-    net = ParallelReLU(
-        program.in_features, program.m, K, depth=program.depth, bias=program.bias,
-        regularization=regularization,
-    ).to(device=program.device, dtype=dtype or program.dtype)
-    return net.load_solution_(solution, rtol=rtol)
+    with torch.random.fork_rng(devices=[]):  # the initial weights are overwritten: keep the global RNG
+        net = ParallelReLU(
+            program.in_features, program.m, K, depth=program.depth, bias=program.bias,
+            regularization=regularization,
+        )
+    return net.to(device=program.device, dtype=dtype or program.dtype).write_solution_(solution, rtol=rtol)
 
 
-def load_solution_(net: ParallelReLU, solution: Solution, rtol: float = 1e-9) -> ParallelReLU:
+def load_solution_(net: ParallelReLU, solution: Solution, rtol: float = 1e-9,
+                   allow_inexact: bool = False) -> ParallelReLU:
     """Write ``solution`` into ``net``'s K branches in place and return ``net``
-    (see :meth:`ParallelReLU.load_solution_`)."""
+    (see :meth:`ParallelReLU.load_solution_`: a non-optimal solution is refused unless
+    ``allow_inexact``)."""
     if not isinstance(net, ParallelReLU):
         raise TypeError(f"net must be a ParallelReLU, got {type(net).__name__}")
-    return net.load_solution_(solution, rtol=rtol)
+    return net.load_solution_(solution, rtol=rtol, allow_inexact=allow_inexact)

@@ -18,7 +18,7 @@ from typing import Optional
 
 import torch
 
-from ._checks import check_beta
+from ._checks import check_beta, check_int, check_number
 from ._compat import namespace
 from .model import ParallelReLU
 
@@ -35,8 +35,8 @@ class _RegressorLogic:
             raise TypeError(f"net must be a ParallelReLU, got {type(net).__name__}")
         if optimizer not in OPTIMIZERS:
             raise ValueError(f"optimizer must be one of {sorted(OPTIMIZERS)}, got {optimizer!r}")
-        if not lr > 0:
-            raise ValueError(f"lr must be positive, got {lr!r}")
+        check_number("lr", lr)
+        check_int("n_train", n_train, minimum=1, optional=True)
         self.net = net
         self.beta = check_beta(beta)
         self.lr = float(lr)
@@ -48,14 +48,25 @@ class _RegressorLogic:
         return self.net(X)
 
     def _training_size(self) -> int:
+        """n, the training rows: ``n_train``, checked against the training set's length when
+        it has one (a wrong n gives every batch the wrong share of the regularizer)."""
+        trainer = getattr(self, "_trainer", None)  # None when called outside a fit
+        dataset = getattr(getattr(trainer, "train_dataloader", None), "dataset", None)
+        try:
+            found = None if dataset is None else len(dataset)
+        except TypeError:  # an IterableDataset without a length
+            found = None
         if self.n_train is not None:
+            if found is not None and found != self.n_train:
+                raise ValueError(
+                    f"n_train={self.n_train} but the training set has {found} rows: each batch would "
+                    "carry the wrong share of the regularizer and the logged objective would not be J"
+                )
             return int(self.n_train)
-        loader = self.trainer.train_dataloader
-        dataset = getattr(loader, "dataset", None)
-        if dataset is None:
-            raise ValueError("cannot infer the training-set size; pass n_train=")
-        self.n_train = len(dataset)
-        return self.n_train
+        if found is None:
+            raise ValueError("cannot infer the training-set size (the training data has no length, "
+                             "e.g. an IterableDataset): pass n_train=, the number of training rows")
+        return found
 
     def batch_objective(self, X: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """This batch's share of J: 1/2 ||f(X_b) - y_b||^2 + beta R |b| / n."""
@@ -81,7 +92,9 @@ class _RegressorLogic:
         self.net.project_()
 
     def configure_optimizers(self):
-        return OPTIMIZERS[self.optimizer_name](self.net.parameters(), lr=self.lr)
+        # weight_decay = 0 whatever the optimizer's default (AdamW's is 0.01): the regularizer is
+        # explicit in the loss, and decay on all layers would optimise another objective
+        return OPTIMIZERS[self.optimizer_name](self.net.parameters(), lr=self.lr, weight_decay=0.0)
 
 
 @lru_cache(maxsize=None)

@@ -15,7 +15,7 @@ from typing import Iterator, Optional
 
 import torch
 
-from ._checks import as_matrix, as_targets
+from ._checks import as_matrix, as_targets, check_float_dtype
 
 #: Rows per chunk in passes over the data: bounds the (K, rows, m) intermediates.
 ROW_CHUNK = 8192
@@ -48,8 +48,11 @@ class Rows:
                 in_features: Optional[int] = None, name: str = "X") -> "Rows":
         """Validate raw ``X`` (n, d) and ``y`` once; a ``Rows`` is checked and converted instead.
 
-        ``in_features`` (when given) must equal X's column count; ``y`` may be ``None``.
+        ``in_features`` (when given) must equal X's column count; ``y`` may be ``None``. Integer
+        input converts straight to float64; ``dtype`` must be a floating dtype.
         """
+        if dtype is not None:
+            check_float_dtype(dtype)
         if isinstance(X, Rows):
             if X.bias != bool(bias):
                 raise ValueError(f"the rows were prepared with bias={X.bias}, expected bias={bool(bias)}")
@@ -121,10 +124,10 @@ class Rows:
 class RowSync:
     """How a computation combines rows split over processes; this base class is one process.
 
-    A distributed subclass (``lightning_convex.callbacks``' strategy sync) all-reduces in
-    :meth:`sum` / :meth:`max`, concatenates every rank's tensor along dim 0 in rank order in
-    :meth:`cat` (lengths may differ), and numbers rows globally in :meth:`row_ids`. Every rank
-    must make the same calls in the same order.
+    A distributed subclass (:class:`lightning_convex.callbacks._strategy_sync.StrategySync`)
+    all-reduces in :meth:`sum` / :meth:`max`, concatenates every rank's tensor along dim 0 in
+    rank order in :meth:`cat` (lengths may differ), and numbers rows globally in
+    :meth:`row_ids`. Every rank must make the same calls in the same order.
     """
 
     def sum(self, tensor: torch.Tensor) -> torch.Tensor:

@@ -18,12 +18,17 @@ pl = namespace("pytorch_lightning")
 BETA = 0.1
 
 
-def teacher_data(n=41, d=3, seed=8):
+def teacher_data(n=40, d=3, seed=0):
+    """Two ReLU teachers plus noise (the data of the warm-start tests)."""
     g = torch.Generator().manual_seed(seed)
     X = torch.randn(n, d, generator=g)
     W = torch.randn(2, d, generator=g)
     y = torch.relu(X @ W[0]) - 0.5 * torch.relu(X @ W[1]) + 0.1 * torch.randn(n, generator=g)
     return X, y
+
+
+def job_data():
+    return teacher_data(n=41, seed=8)  # odd n: DistributedSampler pads one row
 
 
 class SaveNet(pl.Callback):
@@ -41,7 +46,7 @@ class SaveNet(pl.Callback):
 def main(folder):
     # /dev/shm is tiny in some containers: share tensors through files instead of fds
     torch.multiprocessing.set_sharing_strategy("file_system")
-    X, y = teacher_data()  # odd n: DistributedSampler pads one row
+    X, y = job_data()
     torch.manual_seed(9)
     model = lc.ParallelReLURegressor(lc.ParallelReLU(3, 3, 4, bias=True), beta=BETA, lr=1e-2)
     callback = ActiveSetWarmStart(every_n_epochs=1, extra_patterns=4, spare="reseed", seed=11,

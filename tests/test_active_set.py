@@ -93,7 +93,8 @@ def _register(monkeypatch, name, fn):
 def test_failed_solve_leaves_network_untouched(monkeypatch):
     def failing(program, **options):
         return Solution.from_variable(program, program.zeros(), status=SolveStatus.NUMERICAL_ERROR,
-                                      seconds=0.0, iterations=0, solver="failing")
+                                      seconds=0.0, iterations=0, solver="failing",
+                                      info={"tol": options.get("tol", 1e-9)})
 
     _register(monkeypatch, "failing", failing)
     X, y = teacher_data()
@@ -105,6 +106,56 @@ def test_failed_solve_leaves_network_untouched(monkeypatch):
     assert same_state(before, state(net))
     assert result.statuses == ["numerical_error"] * 3  # the solve and two looser retries
     assert result.objective_after == result.objective_before
+
+
+def test_retries_loosen_from_the_backends_own_default(monkeypatch):
+    """A backend whose default is 1e-6 is retried at 1e-5 and 1e-4, never tighter, and the
+    messages name the tolerance each attempt used."""
+    asked = []
+
+    def inaccurate(program, **options):
+        asked.append(options.get("tol"))
+        return Solution.from_variable(program, program.zeros(), status=SolveStatus.INACCURATE,
+                                      seconds=0.0, iterations=0, solver="loose",
+                                      info={"tol": options.get("tol", 1e-6)})
+
+    _register(monkeypatch, "loose", inaccurate)
+    X, y = teacher_data()
+    result = lc.active_set_solve(make_net(), X, y, BETA, solver="loose", warn=False)
+    assert asked == [None, pytest.approx(1e-5), pytest.approx(1e-4)]
+    for used in ("1e-06", "1e-05", "1e-04"):
+        assert any(f"at tol {used}" in m for m in result.messages), (used, result.messages)
+
+
+def test_time_limit_stops_are_not_retried(monkeypatch):
+    def out_of_time(program, **options):
+        return Solution.from_variable(program, program.zeros(), status=SolveStatus.TIME_LIMIT,
+                                      seconds=0.0, iterations=0, solver="slow", info={"tol": 1e-6})
+
+    _register(monkeypatch, "slow", out_of_time)
+    X, y = teacher_data()
+    result = lc.active_set_solve(make_net(), X, y, BETA, solver="slow", warn=False)
+    assert result.statuses == ["time_limit"] and result.stop_reason == "failed"
+
+
+def test_non_finite_network_is_refused():
+    X, y = teacher_data()
+    net = make_net()
+    with torch.no_grad():
+        net.W1[0, 0, 0] = float("nan")
+    with pytest.raises(ValueError, match="W1 contains NaN"):
+        lc.active_set_solve(net, X, y, BETA)
+
+
+def test_no_generator_leaves_the_global_rng_alone():
+    X, y = teacher_data()
+    net = make_net()
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    lc.active_set_solve(net, X, y, BETA, extra_patterns=5, max_rounds=2, spare="reseed")
+    lc.sample_patterns(X, 4, 2, bias=True)
+    assert torch.equal(torch.rand(3), expected)
 
 
 def test_optimal_status_above_network_objective_is_rejected(monkeypatch):
@@ -270,3 +321,24 @@ def test_wrong_data_shape():
         lc.active_set_solve(make_net(), X[:, :2], y, BETA)
     with pytest.raises(TypeError):
         lc.active_set_solve(torch.nn.Linear(3, 1), X, y, BETA)
+
+
+def test_interior_point_residue_does_not_take_branches():
+    """Patterns an interior point leaves at ~1e-7 of the largest are zero at the optimum: they
+    are dropped (the objective does not rise), so they occupy no branch; patterns that carry
+    weight are kept."""
+    X, y = teacher_data(seed=6)
+    net = make_net(K=6, seed=6)
+    pats = lc.patterns_of(net, X)
+    pats = pats.select(~pats.is_degenerate()).unique()
+    solution = lc.solve(lc.RestrictedProgram(X, y, pats, BETA), solver="clarabel")
+    t = solution.pattern_norms()
+    Q = solution.Q.clone()
+    zero = int(torch.argmin(t))
+    Q[zero] = Q[int(torch.argmax(t))] * 1e-8  # residue in a cone it need not lie in: stays tiny
+    residue = Solution.from_variable(solution.program, Q, status=SolveStatus.OPTIMAL, seconds=0.0,
+                                     iterations=0, solver="test")
+    cleaned = lc.active_set.without_numerical_zeros(residue)
+    kept = residue.pattern_norms() > 1e-6 * residue.pattern_norms().max()
+    assert torch.equal(cleaned.pattern_norms() > 0, kept)
+    assert cleaned.objective <= residue.objective * (1 + 1e-9)

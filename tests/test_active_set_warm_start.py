@@ -27,6 +27,7 @@ from lightning_convex.regressor import regressor_class
 from lightning_convex.solution import Solution, SolveStatus
 
 import hybrid_reference as ref
+from hybrid_ddp_job import teacher_data
 
 BETA = 0.1
 pl = namespace("pytorch_lightning")
@@ -49,14 +50,6 @@ def acute():
     except FileNotFoundError as exc:  # the UCI copies live outside the repository
         pytest.skip(str(exc))
     return data.X_train, data.y_train
-
-
-def teacher_data(n=40, d=3, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    X = torch.randn(n, d, generator=g)
-    W = torch.randn(2, d, generator=g)
-    y = torch.relu(X @ W[0]) - 0.5 * torch.relu(X @ W[1]) + 0.1 * torch.randn(n, generator=g)
-    return X, y
 
 
 def model_for(X, K=10, m=7, seed=0, style="pytorch_lightning", **kwargs):
@@ -189,7 +182,8 @@ def test_failed_solver_leaves_weights_and_warns(monkeypatch):
 
 def test_weight_decay_is_refused():
     X, y = teacher_data()
-    model = model_for(X, K=4, m=3, optimizer="adamw")  # AdamW's default weight_decay is 0.01
+    model = model_for(X, K=4, m=3)
+    model.configure_optimizers = lambda: torch.optim.AdamW(model.parameters(), lr=1e-2, weight_decay=0.01)
     trainer = quiet_trainer(max_epochs=1, callbacks=[ActiveSetWarmStart(verbose=False)])
     with pytest.raises(ValueError, match="weight_decay"):
         trainer.fit(model, loader(X, y))
@@ -263,7 +257,7 @@ def test_checkpoint_resumes_exactly(tmp_path, when):
         trainer.fit(model, train)
     ckpt = tmp_path / "crashed" / "epoch=3.ckpt"
     assert ckpt.exists()
-    saved = torch.load(ckpt, weights_only=True)["callbacks"]["ActiveSetWarmStart"]
+    saved = torch.load(ckpt, weights_only=True)["callbacks"][callback.state_key]
     assert saved["latest_epoch"] == (3 if when == "after" else 1)
 
     trainer, model, resumed_cb, train = _resume_setup(tmp_path, "resumed", when)
@@ -295,7 +289,7 @@ def test_ddp_spawn_ranks_identical_and_equal_to_single_process(tmp_path):
     job = subprocess.run([sys.executable, "-c", f"import hybrid_ddp_job as j; j.main({str(tmp_path)!r})"],
                          env=env, capture_output=True, text=True, timeout=300)
     assert job.returncode == 0, job.stderr[-4000:]
-    from hybrid_ddp_job import BETA as JOB_BETA, teacher_data as job_data
+    from hybrid_ddp_job import BETA as JOB_BETA, job_data
 
     X, y = job_data()
     load = lambda name: torch.load(tmp_path / name, weights_only=True)  # noqa: E731

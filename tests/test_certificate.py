@@ -348,3 +348,12 @@ def test_validity_on_forty_networks_slow():
         cert = lc.certify(net, X, y, beta)
         opt = reference_optimum(X, y, lc.patterns_of(net, X), beta)
         assert cert.lower_bound <= opt + solver_tol(opt)
+
+
+def test_no_generator_leaves_the_global_rng_alone():
+    X, y, net = random_case(907, n=30, K=3, m=2)
+    torch.manual_seed(11)
+    expected = torch.rand(3)
+    torch.manual_seed(11)
+    lc.certify(net, X, y, 0.3, extra_patterns=3, search=4)
+    assert torch.equal(torch.rand(3), expected)

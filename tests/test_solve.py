@@ -4,6 +4,7 @@ import torch
 
 import lightning_convex as lc
 from lightning_convex.enumerate import enumerate_patterns
+from lightning_convex.reconstruct import network_variable
 from conftest import reference_optimum
 
 
@@ -199,3 +200,70 @@ def test_enumeration_guards():
         enumerate_patterns(X, hidden=1)
     with pytest.raises(ValueError, match="n=13"):
         enumerate_patterns(torch.randn(13, 2), hidden=1)
+
+
+# ------------------------------------------------------------------------------------------------
+# what a careless call must not do silently (issue 15)
+# ------------------------------------------------------------------------------------------------
+def test_non_optimal_solution_is_refused_unless_asked():
+    X, y, net, pats, prog = make_program(21, bias=True)
+    stopped = lc.solve(prog, solver="clarabel", max_iter=2)
+    assert stopped.status == lc.SolveStatus.ITERATION_LIMIT
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    J_before = lc.objective(net, X, y, prog.beta)
+    with pytest.raises(ValueError, match="not optimal"):
+        net.load_solution_(stopped)
+    with pytest.raises(ValueError, match="not optimal"):
+        lc.load_solution_(net, stopped)
+    assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())
+    # written on request, and a rise of J it causes is reported: three times the network's own
+    # variable is feasible for its cones and overshoots the targets
+    worse = lc.Solution.from_variable(prog, 3.0 * network_variable(net, X, pats),
+                                      status=lc.SolveStatus.ITERATION_LIMIT, seconds=0.0, iterations=2,
+                                      solver="stopped")
+    assert worse.objective > J_before
+    with pytest.warns(UserWarning, match="J rose"):
+        net.load_solution_(worse, allow_inexact=True)
+    assert lc.objective(net, X, y, prog.beta) == pytest.approx(worse.objective, rel=1e-9)
+
+
+def test_integer_data_is_converted_straight_to_float64():
+    n, d = 30, 3
+    gen = torch.Generator().manual_seed(0)
+    X = torch.randint(2**25, 2**26, (n, d), generator=gen, dtype=torch.int64)  # above 2^24
+    y = torch.randint(0, 5, (n,), generator=gen)
+    torch.manual_seed(0)
+    net = lc.ParallelReLU(d, 2, 3, bias=True).double()
+    with torch.no_grad():
+        net.W1.mul_(1e-7)
+    assert lc.objective(net, X, y, 0.1) == lc.objective(net, X.double(), y.double(), 0.1)
+    pats = lc.patterns_of(net, X)
+    program = lc.RestrictedProgram(X, y, pats, 0.1)
+    assert program.features.dtype == torch.float64
+    assert torch.equal(program.rows.X, X.double())
+    with pytest.raises(ValueError, match="floating torch dtype"):
+        lc.RestrictedProgram(X, y, pats, 0.1, dtype=torch.int64)
+
+
+def test_forward_names_the_wrong_input():
+    net = lc.ParallelReLU(3, 2, 2)
+    with pytest.raises(TypeError, match="must be a torch.Tensor"):
+        net(np.zeros((4, 3), dtype=np.float32))
+    with pytest.raises(TypeError, match="int64.*float32"):
+        net(torch.zeros(4, 3, dtype=torch.int64))
+    with pytest.raises(TypeError, match="float64.*float32"):
+        net(torch.zeros(4, 3, dtype=torch.float64))
+    with pytest.raises(ValueError, match=r"shape \(n, 3\)"):
+        net(torch.zeros(4, 5))
+
+
+def test_bad_arguments_are_named():
+    X, y, net, pats, prog = make_program(31)
+    with pytest.raises(ValueError, match="CVXPY solver 'NOPE' is not installed"):
+        lc.solve(prog, solver="cvxpy", cvxpy_solver="NOPE")
+    with pytest.raises(ValueError, match="hidden must be an integer >= 1"):
+        lc.sample_patterns(X, 3, 0)
+    with pytest.raises(TypeError, match="generator must be a torch.Generator"):
+        lc.sample_patterns(X, 3, 2, generator=1)
+    with pytest.raises(TypeError, match="solution must be a Solution"):
+        lc.to_network(None)

@@ -50,7 +50,7 @@ def test_clarabel_reports_what_its_table_says(options, expected):
     assert clarabel_backend.STATUS_MAP[solution.info["raw_status"]] == expected
 
 
-@pytest.mark.parametrize("name", ["clarabel", "osqp", "torch"])
+@pytest.mark.parametrize("name", ["clarabel", "osqp", "torch", "engine"])
 def test_unknown_options_raise(name):
     with pytest.raises(ValueError, match="does not accept option.*'tolerance'"):
         lc.solve(small_program(), solver=name, tolerance=1e-6)
@@ -88,9 +88,9 @@ def test_auto_follows_the_declared_capabilities(monkeypatch):
     small = dataclasses.replace(solvers.backend("clarabel").capabilities, max_cone_entries=entries - 1)
     monkeypatch.setitem(registry._BACKENDS, "clarabel",
                         dataclasses.replace(solvers.backend("clarabel"), capabilities=small))
-    assert solvers.choose_solver(program)[0] == "torch"
+    assert solvers.choose_solver(program)[0] == "engine"
     # a backend that does not run on the program's device is skipped
     elsewhere = dataclasses.replace(small, max_cone_entries=None, devices=("cuda",))
     monkeypatch.setitem(registry._BACKENDS, "clarabel",
                         dataclasses.replace(solvers.backend("clarabel"), capabilities=elsewhere))
-    assert solvers.choose_solver(program)[0] == "torch"
+    assert solvers.choose_solver(program)[0] == "engine"

@@ -1,5 +1,5 @@
-"""What the callbacks share: finding the network and beta, reading the full training set (an
-unpadded shard per rank), and reductions through the Trainer's strategy.
+"""What the callbacks read from a fit: the network and beta, this rank's unpadded shard of the
+training set, and rank 0's parameters broadcast to every rank.
 
 Nothing here ``isinstance``-checks the trainer, strategy or module, so a callback works in
 ``pytorch_lightning`` and ``lightning.pytorch`` Trainers alike (MATH.md section 7).
@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Optional, Tuple
 
 import torch
-from torch.utils.data import DataLoader, Dataset, TensorDataset
+from torch.utils.data import DataLoader, Dataset, IterableDataset, TensorDataset
 
 from .._checks import check_beta
 from ..model import ParallelReLU
@@ -116,38 +116,17 @@ def training_shard(trainer, pl_module, data=None) -> Tuple[torch.Tensor, torch.T
         dataset = loader.dataset
     else:
         dataset = _as_dataset(data)
+    if isinstance(dataset, IterableDataset) or not hasattr(dataset, "__len__"):
+        raise ValueError(
+            f"the training set is a {type(dataset).__name__} without random access: the convex "
+            "callbacks read every row at once; pass data=(X, y) (or a map-style Dataset) to the callback"
+        )
     rank, size = world(trainer)
     index = torch.arange(rank, len(dataset), size)
     X, y = _stack(dataset, index)
     device = pl_module.device
     X = X.to(device).reshape(X.shape[0], -1)
     return X, y.to(device).reshape(-1)
-
-
-def reduce_sum(trainer, value: torch.Tensor) -> torch.Tensor:
-    """Sum a tensor over ranks through the strategy (identity on one process)."""
-    if world(trainer)[1] == 1:
-        return value
-    return trainer.strategy.reduce(value, reduce_op="sum")
-
-
-def gather_rows(trainer, rows: torch.Tensor) -> torch.Tensor:
-    """Every rank's shard of rows, concatenated in original row order (rank r holds rows
-    r, r + W, ...); shards of unequal length are padded for the collective and trimmed after."""
-    rank, size = world(trainer)
-    if size == 1:
-        return rows
-    length = torch.tensor([rows.shape[0]], device=rows.device)
-    lengths = trainer.strategy.all_gather(length).reshape(-1).tolist()
-    width = max(lengths)
-    padded = torch.zeros((width,) + tuple(rows.shape[1:]), dtype=rows.dtype, device=rows.device)
-    padded[: rows.shape[0]] = rows
-    gathered = trainer.strategy.all_gather(padded)  # (W, width, ...)
-    total = sum(lengths)
-    out = torch.empty((total,) + tuple(rows.shape[1:]), dtype=rows.dtype, device=rows.device)
-    for r, count in enumerate(lengths):
-        out[r::size][:count] = gathered[r, :count]
-    return out
 
 
 @torch.no_grad()

@@ -13,26 +13,18 @@ from __future__ import annotations
 from typing import Any, Dict, List, Optional
 
 import torch
-from pytorch_lightning.callbacks.callback import Callback
 
-from .._compat import namespace, style_of
+from .._checks import check_int
 from ..active_set import SPARE_POLICIES, active_set_solve
 from ..solution import SolveStatus
-from ._common import (
-    broadcast_parameters,
-    check_no_weight_decay,
-    find_beta,
-    find_network,
-    gather_rows,
-    training_shard,
-    world,
-)
+from ._base import ConvexCallback
+from ._common import broadcast_parameters, world
 
 #: ``convex/warmstart_status`` codes: the position of the last solve's status here.
 STATUS_CODES = tuple(status.value for status in SolveStatus)
 
 
-class ActiveSetWarmStart(Callback):
+class ActiveSetWarmStart(ConvexCallback):
     r"""Warm-start SGD from the restricted convex optimum over the network's own patterns.
 
     At each chosen point (see :meth:`should_update`) the callback
@@ -58,22 +50,25 @@ class ActiveSetWarmStart(Callback):
     Guarantees: J never rises (after <= before at every warm start: a failed, inaccurate or worse
     solve leaves the network untouched and says so); every rank ends with the same weights; a
     checkpoint taken after a warm start resumes exactly (the state is plain values and the
-    sampling generator's state; a checkpoint taken before the warm start of its epoch, e.g. by a
-    callback listed before this one that saves at the epoch end, gets that warm start replayed on
-    resume).
+    sampling generator's state; a checkpoint taken before the warm start of its epoch, e.g. by
+    ``ModelCheckpoint`` at validation end, gets that warm start replayed on resume and logged
+    under its own epoch); each new fit starts afresh (the generator re-seeded, the history
+    cleared) unless it resumes from a checkpoint.
 
     Spare branches: branches the solution leaves unused become exactly zero, and an exactly-zero
-    branch never revives under SGD. ``spare="zero"`` (default) keeps them off between warm starts:
-    SGD refines the active branches, and spare branches are refilled by the convex step itself
-    whenever a sampled (``extra_patterns``) or violating (``search``) pattern earns a place in the
-    next solve. So every warm start ends at the restricted optimum over the set it solved, a point
-    a certificate can check. Why not re-seed by default: ``spare="reseed"`` (each spare branch
-    restarted from the random branch best correlated with the residual, at the step that lowers J
-    for a descent direction, else at a scale adding at most ``spare_tol * J`` in total, see
-    :mod:`lightning_convex.active_set`) was measured on the six Table-1 sets (4 seeds each, 30
-    epochs, warm starts every 10) and reached no lower fixed points: the same J on the three easy
-    sets, mixed on the three harder ones (BENCHMARKS.md). The warm start at the end of training
-    (``at_train_end``) never re-seeds, whatever ``spare`` says: no SGD follows.
+    branch never revives under SGD (its gradients vanish). ``spare="zero"`` (default) keeps them
+    off between warm starts: SGD refines the active branches, and spare branches are refilled by
+    the convex step itself whenever a sampled (``extra_patterns``) or violating (``search``)
+    pattern earns a place in the next solve. So every warm start ends at the restricted optimum
+    over the set it solved, a point a certificate can check. ``spare="reseed"`` restarts each
+    spare branch from the random branch best correlated with the residual, at the step that
+    lowers J for a descent direction, else at a scale adding at most ``spare_tol * J`` in total
+    (see :mod:`lightning_convex.active_set`); the network then leaves the optimum it just reached,
+    betting that SGD grows the new branches into better patterns than the solve can find. That
+    bet is not the default because it showed no consistent gain over ``"zero"`` in hybrid
+    training on the Table-1 sets (BENCHMARKS.md, "Spare-branch policy and extra patterns"). The
+    warm start at the end of training (``at_train_end``) never re-seeds, whatever ``spare`` says:
+    no SGD follows.
 
     Works with ``pytorch_lightning`` and ``lightning.pytorch`` Trainers alike: nothing here
     ``isinstance``-checks the trainer, strategy or module.
@@ -90,8 +85,8 @@ class ActiveSetWarmStart(Callback):
     Args:
         every_n_epochs: warm start after every this many training epochs (``None`` or 0: never
             by epochs).
-        every_n_train_steps: warm start after every this many optimizer steps (``None``: never by
-            steps). Both schedules apply when both are set.
+        every_n_train_steps: warm start after every this many optimizer steps (``None`` or 0:
+            never by steps). Both schedules apply when both are set.
         solver: the backend for :func:`lightning_convex.solve` (``"auto"``, ``"clarabel"``, ...).
         extra_patterns: sampled patterns (Remark 3) added to the first round of each warm start.
         search: size of a certificate search whose violating patterns join the first round
@@ -130,48 +125,38 @@ class ActiveSetWarmStart(Callback):
         solver_options: Optional[dict] = None,
         verbose: bool = True,
     ) -> None:
-        for name, value in (("every_n_epochs", every_n_epochs), ("every_n_train_steps", every_n_train_steps)):
-            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 0):
-                raise ValueError(f"{name} must be None or a non-negative integer, got {value!r}")
-        for name, value in (("extra_patterns", extra_patterns), ("search", search)):
-            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-                raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
-        if not isinstance(max_rounds, int) or isinstance(max_rounds, bool) or max_rounds < 1:
-            raise ValueError(f"max_rounds must be a positive integer, got {max_rounds!r}")
+        super().__init__(every_n_epochs, every_n_train_steps, beta=beta, data=data)
+        self.extra_patterns = check_int("extra_patterns", extra_patterns)
+        self.search = check_int("search", search)
+        self.max_rounds = check_int("max_rounds", max_rounds, minimum=1)
         if spare not in SPARE_POLICIES:
             raise ValueError(f"spare must be one of {SPARE_POLICIES}, got {spare!r}")
-        self.every_n_epochs = every_n_epochs or None
-        self.every_n_train_steps = every_n_train_steps or None
         self.solver = solver
-        self.extra_patterns = extra_patterns
-        self.search = search
         self.reset_optimizer = bool(reset_optimizer)
-        self.max_rounds = max_rounds
         self.rtol = float(rtol)
         self.spare = spare
         self.spare_tol = float(spare_tol)
         self.at_train_end = bool(at_train_end)
-        self.beta = beta
-        self.data = data
         self.seed = int(seed)
         self.solver_options = dict(solver_options or {})
         self.verbose = bool(verbose)
 
         self._generator = torch.Generator().manual_seed(self.seed)
-        # epoch index / optimizer-step count of the latest warm start (-1: none yet), so that a
-        # point is never warm-started twice and a resumed fit knows what it already did
-        self._latest_epoch = -1
-        self._latest_step = -1
         #: One dict of plain values per warm start (epoch, step, before, after, rounds, ...).
         self.history: List[Dict[str, Any]] = []
+
+    def _reset(self) -> None:
+        super()._reset()
+        self._generator = torch.Generator().manual_seed(self.seed)
+        self.history = []
 
     # -- policy ----------------------------------------------------------------------------------
     def should_update(self, step_idx: Optional[int] = None, epoch_idx: Optional[int] = None) -> bool:
         """Called after every optimizer step and after every training epoch: whether to warm start.
 
         One of the arguments is the zero-based index of the step or epoch just finished. The
-        default follows ``every_n_train_steps`` and ``every_n_epochs``; override it for another
-        schedule (e.g. only after epoch 50, or every 2**k epochs).
+        default (:meth:`scheduled`) follows ``every_n_train_steps`` and ``every_n_epochs``;
+        override it for another schedule (e.g. only after epoch 50, or every 2**k epochs).
 
         Args:
             step_idx: index of the last optimizer step, or ``None`` when called at an epoch end.
@@ -180,62 +165,13 @@ class ActiveSetWarmStart(Callback):
         Returns:
             ``True`` to warm start now.
         """
-        if step_idx is not None:
-            return self.every_n_train_steps is not None and (step_idx + 1) % self.every_n_train_steps == 0
-        if epoch_idx is not None:
-            return self.every_n_epochs is not None and (epoch_idx + 1) % self.every_n_epochs == 0
-        return False
+        return self.scheduled(step_idx=step_idx, epoch_idx=epoch_idx)
 
-    # -- hooks -----------------------------------------------------------------------------------
-    def on_train_start(self, trainer, pl_module) -> None:
-        """Called when training begins.
-
-        Checks the optimizer applies no weight decay to the network (MATH.md section 1), and, in a
-        fit resumed from a checkpoint written at an epoch end but before that epoch's warm start
-        (``ModelCheckpoint`` always runs after the other callbacks, but a user callback listed
-        before this one may save earlier), performs that warm start now, so that the resumed run
-        matches an uninterrupted one.
-
-        Args:
-            trainer: the current Trainer.
-            pl_module: the current LightningModule.
-        """
-        net = find_network(pl_module)
-        check_no_weight_decay(trainer, net)
-        previous = int(trainer.current_epoch) - 1
-        if previous >= 0 and previous > self._latest_epoch and self._due_at_epoch_end(trainer, previous):
-            self._warm_start(trainer, pl_module, epoch_idx=previous, final=False)
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
-        """Called when a training batch ends.
-
-        Warm starts when ``should_update(step_idx=...)`` says so (once per optimizer step).
-
-        Args:
-            trainer: the current Trainer.
-            pl_module: the current LightningModule.
-            outputs: the training step's outputs.
-            batch: the training batch.
-            batch_idx: index of the batch in the epoch.
-        """
-        step = int(trainer.global_step)
-        if step > self._latest_step and step > 0 and self.should_update(step_idx=step - 1):
-            self._latest_step = step
-            self._warm_start(trainer, pl_module, step_idx=step - 1, final=self._is_last_step(trainer))
-
-    def on_train_epoch_end(self, trainer, pl_module) -> None:
-        """Called when a training epoch ends.
-
-        Warm starts when ``should_update(epoch_idx=...)`` says so, or at the last epoch of the
-        fit with ``at_train_end`` (then without re-seeding spare branches).
-
-        Args:
-            trainer: the current Trainer.
-            pl_module: the current LightningModule.
-        """
-        epoch = int(trainer.current_epoch)
-        if epoch > self._latest_epoch and self._due_at_epoch_end(trainer, epoch):
-            self._warm_start(trainer, pl_module, epoch_idx=epoch, final=self._is_last_epoch(trainer, epoch))
+    def _is_due(self, trainer, step_idx: Optional[int] = None, epoch_idx: Optional[int] = None) -> bool:
+        if self.should_update(step_idx=step_idx, epoch_idx=epoch_idx):
+            return True
+        # the fit's last epoch ends at a fixed point with at_train_end
+        return epoch_idx is not None and self.at_train_end and self._is_last_epoch(trainer, epoch_idx)
 
     def state_dict(self) -> Dict[str, Any]:
         """Called when saving a checkpoint.
@@ -245,8 +181,7 @@ class ActiveSetWarmStart(Callback):
             that checkpoints load under ``torch.load(weights_only=True)``.
         """
         return {
-            "latest_epoch": self._latest_epoch,
-            "latest_step": self._latest_step,
+            **super().state_dict(),
             "generator_state": self._generator.get_state(),
             "history": [dict(entry) for entry in self.history],
         }
@@ -257,17 +192,11 @@ class ActiveSetWarmStart(Callback):
         Args:
             state_dict: the dictionary :meth:`state_dict` returned.
         """
-        self._latest_epoch = int(state_dict["latest_epoch"])
-        self._latest_step = int(state_dict["latest_step"])
+        super().load_state_dict(state_dict)
         self._generator.set_state(torch.as_tensor(state_dict["generator_state"], dtype=torch.uint8).cpu())
         self.history = [dict(entry) for entry in state_dict.get("history", [])]
 
     # -- the warm start --------------------------------------------------------------------------
-    def _due_at_epoch_end(self, trainer, epoch: int) -> bool:
-        if self.should_update(epoch_idx=epoch):
-            return True
-        return self.at_train_end and self._is_last_epoch(trainer, epoch)
-
     @staticmethod
     def _is_last_epoch(trainer, epoch: int) -> bool:
         max_epochs = getattr(trainer, "max_epochs", None)
@@ -282,14 +211,12 @@ class ActiveSetWarmStart(Callback):
 
     def _training_set(self, trainer, pl_module):
         """(X, y) of the full training set on every rank, in the dataset's row order."""
-        X, y = training_shard(trainer, pl_module, self.data)
-        return gather_rows(trainer, X), gather_rows(trainer, y)
-
-    def _report(self, trainer, message: str, warn: bool = False) -> None:
-        if world(trainer)[0] != 0:
-            return
-        rank_zero = namespace(style_of(trainer)).utilities.rank_zero
-        (rank_zero.rank_zero_warn if warn else rank_zero.rank_zero_info)(message)
+        X, y = self._training_shard(trainer, pl_module)
+        sync = self._sync(trainer)
+        if not sync.distributed:
+            return X, y
+        order = torch.argsort(sync.cat(sync.row_ids(X.shape[0], X.device)))
+        return sync.cat(X)[order], sync.cat(y)[order]
 
     @torch.no_grad()
     def _reset_optimizer_state(self, trainer, net) -> None:
@@ -299,10 +226,18 @@ class ActiveSetWarmStart(Callback):
                 if id(param) in params:
                     del optimizer.state[param]
 
+    def _run(self, trainer, pl_module, step_idx: Optional[int] = None, epoch_idx: Optional[int] = None) -> None:
+        if self._replay_epoch is not None:
+            final = False  # a replayed point is never the end of the fit: training follows
+        elif step_idx is not None:
+            final = self._is_last_step(trainer)
+        else:
+            final = self._is_last_epoch(trainer, epoch_idx)
+        self._warm_start(trainer, pl_module, step_idx=step_idx, epoch_idx=epoch_idx, final=final)
+
     def _warm_start(self, trainer, pl_module, step_idx: Optional[int] = None,
                     epoch_idx: Optional[int] = None, final: bool = False) -> None:
-        net = find_network(pl_module)
-        beta = find_beta(pl_module, self.beta)
+        net, beta = self._network(pl_module)
         X, y = self._training_set(trainer, pl_module)
         rank, size = world(trainer)
         summary = None
@@ -342,23 +277,20 @@ class ActiveSetWarmStart(Callback):
 
         on_step = step_idx is not None
         status_code = STATUS_CODES.index(summary["status"]) if summary["status"] in STATUS_CODES else -1
-        for name, value in (
-            ("convex/warmstart_before", summary["before"]),
-            ("convex/warmstart_after", summary["after"]),
-            ("convex/warmstart_rounds", float(summary["rounds"])),
-            ("convex/warmstart_solver_seconds", summary["solver_seconds"]),
-            ("convex/warmstart_status", float(status_code)),
-            ("convex/warmstart_converged", float(summary["converged"])),
-        ):
-            pl_module.log(name, value, on_step=on_step, on_epoch=not on_step, batch_size=1,
-                          sync_dist=False)
+        self._log(trainer, pl_module, {
+            "convex/warmstart_before": summary["before"],
+            "convex/warmstart_after": summary["after"],
+            "convex/warmstart_rounds": summary["rounds"],
+            "convex/warmstart_solver_seconds": summary["solver_seconds"],
+            "convex/warmstart_status": status_code,
+            "convex/warmstart_converged": float(summary["converged"]),
+        }, on_step=on_step)
         where = f"step {step_idx + 1}" if on_step else f"epoch {epoch_idx}"
         if self.verbose:
             for message in summary["messages"]:
-                self._report(trainer, f"ActiveSetWarmStart ({where}): {message}")
+                self._report(f"ActiveSetWarmStart ({where}): {message}")
             extra = f", {summary['reseeded']} spare branches re-seeded" if summary["reseeded"] else ""
             self._report(
-                trainer,
                 f"ActiveSetWarmStart ({where}): J {summary['before']:.8g} -> {summary['after']:.8g} in "
                 f"{summary['rounds']} rounds ({summary['stop_reason']}, last status {summary['status']}, "
                 f"{summary['solver_seconds']:.2f} s in the solver), {summary['active']} of "
@@ -366,4 +298,4 @@ class ActiveSetWarmStart(Callback):
             )
         if summary["stop_reason"] in ("failed", "worse"):
             last = summary["messages"][-1] if summary["messages"] else summary["stop_reason"]
-            self._report(trainer, f"ActiveSetWarmStart ({where}): {last}", warn=True)
+            self._report(f"ActiveSetWarmStart ({where}): {last}", warn=True)

@@ -44,7 +44,7 @@ from .._checks import check_beta, check_int
 from ..duality import lower_bound, pattern_bounds, program_bound, relative_gap
 from ..mapping import branch_path_norms
 from ..model import ParallelReLU, float64_parameters, network_rows, regularizer
-from ..patterns import PatternSet, concatenate, read_branches, sample_patterns
+from ..patterns import PatternSet, concatenate, private_generator, read_branches, sample_patterns
 from ..program import RestrictedProgram
 from ..rows import Rows, RowSync
 from .cone_rows import pattern_block, pattern_chunks
@@ -312,7 +312,8 @@ def certify(
         extra_patterns: add this many random patterns (MATH.md section 3, Remark 3) to S.
         search: number of random starts of the descent-direction search (section 6); 0 skips it.
         generator: torch generator for the sampled patterns and the search starts (the same seed
-            on every process under DDP).
+            on every process under DDP); without one a private generator seeded from
+            ``torch.initial_seed()`` is used, so certifying never advances the global RNG.
         multipliers: (mu1 (P, n, m), mu2 (P, n) or None) cone multipliers for the first P patterns
             of S (a solver's), evaluated as one more candidate. Rows must be the rows of X.
         solution: a :class:`~lightning_convex.Solution`; its pattern set is S when ``patterns`` is
@@ -358,6 +359,7 @@ def certify(
             patterns = solution.patterns
         if multipliers is None:
             multipliers = solution.multipliers
+    generator = private_generator(generator)  # one stream for the sampled patterns and the search
     S, scope, contains = _pattern_set(net, rows, network, patterns, extra_patterns, generator, exhaustive,
                                       strict, membership_tol, sync)
     program = RestrictedProgram(rows, None, S, beta)

@@ -13,7 +13,7 @@ from typing import NamedTuple, Optional
 
 import torch
 
-from ..patterns import PatternSet, read_branches
+from ..patterns import PatternSet, draw_branches, read_branches
 from ..rows import ROW_CHUNK, RowSync
 
 
@@ -81,12 +81,8 @@ def search_violations(Xf: torch.Tensor, r: torch.Tensor, beta: float, depth: int
     """
     sync = sync or RowSync()
     dtype, device = Xf.dtype, Xf.device
-    d = Xf.shape[1]
-    gdev = generator.device if generator is not None else torch.device("cpu")
-    U = torch.randn(count, d, hidden, generator=generator, device=gdev, dtype=dtype).to(device)
-    w2 = None
-    if depth == 3:
-        w2 = torch.randn(count, hidden, generator=generator, device=gdev, dtype=dtype).to(device)
+    U, w2, _ = draw_branches(count, Xf.shape[1], hidden, depth, generator, device, dtype=dtype,
+                             output_weights=False)
     if starts is not None:
         U = torch.cat([U, starts[0].to(device=device, dtype=dtype)])
         if w2 is not None:

@@ -12,6 +12,7 @@ network's own active set (MATH.md section 8): the lower bound is on OPT(S(theta)
 from __future__ import annotations
 
 import copy
+import sys
 import time
 import warnings
 from pathlib import Path
@@ -22,7 +23,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from .. import ParallelReLU, ParallelReLURegressor, objective
 from ..callbacks import ActiveSetWarmStart
 from ..data import load_diabetes
-from .recording import RecordingCertificate, pyplot, write_csv
+from .recording import CsvRows, RecordingCertificate, pyplot
 
 COLUMNS = ["method", "epoch", "seconds", "objective", "lower_bound", "gap", "relative_gap"]
 
@@ -34,6 +35,9 @@ def _quiet_lightning():
         logging.getLogger(name).setLevel(logging.ERROR)
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
     warnings.filterwarnings("ignore", message=".*LitLogger.*")
+    warnings.filterwarnings("ignore", message=".*but have no logger configured.*")
+    warnings.filterwarnings("ignore", message=".*LeafSpec.*")
+    warnings.filterwarnings("ignore", message=".*defined a `validation_step` but have no `val_dataloader`.*")
 
 
 def run(method: str, net: ParallelReLU, X, y, beta: float, epochs: int, certify_every: int,
@@ -50,6 +54,9 @@ def run(method: str, net: ParallelReLU, X, y, beta: float, epochs: int, certify_
     module = ParallelReLURegressor(net, beta, lr=lr)
     loader = DataLoader(TensorDataset(X, y), batch_size=batch_size, shuffle=True,
                         generator=torch.Generator().manual_seed(0))
+    if progress and not sys.stdout.isatty():
+        # a log file, not a terminal: one bar per epoch, refreshed once, instead of a frame per batch
+        callbacks.append(pl.callbacks.TQDMProgressBar(refresh_rate=len(loader), leave=True))
     trainer = pl.Trainer(
         max_epochs=epochs, callbacks=callbacks, logger=False, enable_checkpointing=False,
         enable_model_summary=False, enable_progress_bar=progress, accelerator="cpu", devices=1,
@@ -94,7 +101,7 @@ def main(out="lightning-convex-demo", epochs=40, certify_every=10, warm_every=10
     data = load_diabetes()
     X, y = data.X_train, data.y_train
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    demo_csv = CsvRows(out / "demo.csv", COLUMNS)  # fails now, before any training, when unwritable
     initial = ParallelReLU(X.shape[1], hidden, branches, bias=True)
     print(f"diabetes (scikit-learn): n = {X.shape[0]}, d = {X.shape[1]} (+ bias), K = {branches}, "
           f"m = {hidden}, beta = {beta}; objectives in the sum form J = 1/2||f(X)-y||^2 + beta R")
@@ -103,6 +110,8 @@ def main(out="lightning-convex-demo", epochs=40, certify_every=10, warm_every=10
         rows, net, seconds = run(method, copy.deepcopy(initial), X, y, beta, epochs, certify_every,
                                  warm_every, batch_size, lr, progress, solver, max_rounds)
         records += rows
+        for row in rows:
+            demo_csv.append(row)
         finals[method] = (objective(net, X, y, beta), seconds)
     print()
     print(f"{'method':<7} {'epoch':>5} {'time(s)':>8} {'J':>12} {'lower bound':>12} {'gap':>10}")
@@ -112,7 +121,7 @@ def main(out="lightning-convex-demo", epochs=40, certify_every=10, warm_every=10
     print()
     for method, (J, seconds) in finals.items():
         print(f"final {method:<7} J = {J:.6f}  ({seconds:.1f} s)")
-    csv_path = write_csv(out / "demo.csv", records, COLUMNS)
+    csv_path = demo_csv.close()
     png_path = plot(records, out / "demo.png")
     print(f"wrote {csv_path} and {png_path}")
     return 0

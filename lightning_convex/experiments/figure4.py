@@ -28,7 +28,7 @@ import torch
 
 from .. import ParallelReLU, RestrictedProgram, active_set_solve, certify, objective, sample_patterns, solve
 from ..enumerate import enumerate_patterns
-from .recording import pyplot, write_csv
+from .recording import CsvRows, pyplot
 
 SETTING = dict(n=5, d=2, m=3, beta=0.002, batch=5, teacher_K=5)
 RUN_COLUMNS = ["method", "K", "seed", "seconds", "objective", "lower_bound", "relative_gap",
@@ -112,7 +112,7 @@ def plot(curves, p_star, scope, path: Path) -> Path:
 def main(out="figure4", Ks=(1, 2, 5, 10), seeds=5, steps=3000, hybrid_every=500, data_seed=0,
          max_patterns=200_000, sampled=5000) -> int:
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    runs_csv = CsvRows(out / "runs.csv", RUN_COLUMNS)  # fails now, before any training, when unwritable
     beta = SETTING["beta"]
     X, y = make_data(data_seed)
     solution, scope, convex_seconds = convex_optimum(X, y, beta, max_patterns=max_patterns,
@@ -124,6 +124,7 @@ def main(out="figure4", Ks=(1, 2, 5, 10), seeds=5, steps=3000, hybrid_every=500,
     rows = [{"method": "convex", "K": "", "seed": "",
              "seconds": convex_seconds, "objective": p_star, "lower_bound": p_star,
              "relative_gap": 0.0, "max_violation": "", "verdict": "optimal", "scope": scope}]
+    runs_csv.append(rows[0])
     curves = {}
     for method in ("sgd", "hybrid"):
         for K in Ks:
@@ -139,10 +140,11 @@ def main(out="figure4", Ks=(1, 2, 5, 10), seeds=5, steps=3000, hybrid_every=500,
                 rows.append({"method": method, "K": K, "seed": seed, "seconds": seconds,
                              "objective": J, "lower_bound": p_star, "relative_gap": gap,
                              "max_violation": cert.max_violation, "verdict": verdict, "scope": scope})
+                runs_csv.append(rows[-1])
                 curves[(method, K, seed)] = traj
                 print(f"{method:<6} K={K:<3} seed={seed} J={J:.6g} gap={gap:8.2e} "
                       f"search max r.f/beta={cert.max_violation:6.3f} -> {verdict}", flush=True)
-    write_csv(out / "runs.csv", rows, RUN_COLUMNS)
+    runs_csv.close()
     plot(curves, p_star, scope, out / "figure4.png")
     for method in ("sgd", "hybrid"):
         summary = []

@@ -38,15 +38,36 @@ class RecordingCertificate(ConvexCertificate):
         })
 
 
+class CsvRows:
+    """A CSV file written row by row: the header at construction (so an unwritable path fails
+    before any work), each row flushed as it comes, so a run that fails late keeps every
+    finished row."""
+
+    def __init__(self, path, columns: List[str]) -> None:
+        self.path = Path(path)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._file = self.path.open("w", newline="")
+        except OSError as exc:
+            raise OSError(f"cannot write {self.path}: {exc.strerror or exc}") from None
+        self._writer = csv.DictWriter(self._file, fieldnames=columns, extrasaction="ignore")
+        self._writer.writeheader()
+        self._file.flush()
+
+    def append(self, row: dict) -> None:
+        self._writer.writerow(row)
+        self._file.flush()
+
+    def close(self) -> Path:
+        self._file.close()
+        return self.path
+
+
 def write_csv(path, rows: Iterable[dict], columns: List[str]) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=columns, extrasaction="ignore")
-        writer.writeheader()
-        for row in rows:
-            writer.writerow(row)
-    return path
+    out = CsvRows(path, columns)
+    for row in rows:
+        out.append(row)
+    return out.close()
 
 
 def pyplot():

@@ -3,7 +3,7 @@
 
 from .arrangements import arrangements, enumerate_patterns
 from .reading import patterns_of, read_branches, sign_of
-from .sampling import draw_branches, sample_patterns
+from .sampling import draw_branches, private_generator, sample_patterns
 from .set import PatternSet, concatenate, union
 
 __all__ = [
@@ -13,6 +13,7 @@ __all__ = [
     "draw_branches",
     "enumerate_patterns",
     "patterns_of",
+    "private_generator",
     "read_branches",
     "sample_patterns",
     "sign_of",

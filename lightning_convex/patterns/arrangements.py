@@ -16,7 +16,7 @@ import math
 
 import torch
 
-from .._checks import check_architecture
+from .._checks import check_architecture, check_int
 from ..rows import Rows
 from .set import PatternSet
 
@@ -59,6 +59,7 @@ def enumerate_patterns(X, hidden: int, depth: int = 3, bias: bool = False,
     multisets of size m. Patterns with an empty prediction mask are dropped. Raises ValueError
     when the set would exceed ``max_patterns``.
     """
+    check_int("hidden", hidden, minimum=1)
     check_architecture(depth, hidden)
     Xf = Rows.prepare(X, bias=bias, dtype=torch.float64).features
     n = Xf.shape[0]

@@ -2,7 +2,9 @@
 weights, D2 from a forward pass with a Gaussian second layer, signs from the random w2 and w3.
 
 Everything is drawn from the generator given, on the generator's device, and moved to the
-data's device afterwards, so the same seed gives the same patterns on every device.
+data's device afterwards, so the same seed gives the same patterns on every device. Without a
+generator the draws come from a private one (:func:`private_generator`): adding a certificate or
+a warm start to a training run never changes the run's own random numbers.
 """
 
 from __future__ import annotations
@@ -17,14 +19,25 @@ from .reading import read_branches
 from .set import PatternSet
 
 
+def private_generator(generator: Optional[torch.Generator] = None) -> torch.Generator:
+    """``generator`` itself, or a new CPU generator seeded with ``torch.initial_seed()``: reading
+    the initial seed does not advance the global RNG, and the draws stay reproducible under
+    ``torch.manual_seed``."""
+    if generator is not None:
+        if not isinstance(generator, torch.Generator):
+            raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
+        return generator
+    return torch.Generator(device="cpu").manual_seed(torch.initial_seed())
+
+
 def draw_branches(count: int, feature_dim: int, hidden: int, depth: int,
                   generator: Optional[torch.Generator], device, dtype=torch.float64,
                   output_weights: bool = True) -> Tuple[torch.Tensor, Optional[torch.Tensor], Optional[torch.Tensor]]:
     """Gaussian (W1 (C, d', m), w2 (C, m) or None for depth 2, w3 (C,) or None without
-    ``output_weights``), drawn in that order from ``generator`` (CPU when ``None``) and moved to
-    ``device``."""
-    gdev = generator.device if generator is not None else torch.device("cpu")
-    opts = dict(generator=generator, device=gdev, dtype=dtype)
+    ``output_weights``), drawn in that order from ``generator`` (a private one when ``None``, see
+    :func:`private_generator`) and moved to ``device``."""
+    generator = private_generator(generator)
+    opts = dict(generator=generator, device=generator.device, dtype=dtype)
     W1 = torch.randn(count, feature_dim, hidden, **opts).to(device)
     w2 = torch.randn(count, hidden, **opts).to(device) if depth == 3 else None
     w3 = torch.randn(count, **opts).to(device) if output_weights else None
@@ -50,6 +63,7 @@ def sample_patterns(
     patterns come back. X is raw (n, d) data or a :class:`~lightning_convex.rows.Rows`.
     """
     check_int("count", count)
+    check_int("hidden", hidden, minimum=1)
     check_architecture(depth, hidden)
     rows = Rows.prepare(X, bias=bias, dtype=torch.float64)
     W1, w2, w3 = draw_branches(count, rows.feature_dim, hidden, depth, generator, rows.device)

@@ -10,14 +10,15 @@ Backends:
     ``"clarabel"``: interior point on the SOCP through Clarabel's own API (the exact reference).
     ``"cvxpy"``: the same SOCP through CVXPY (``cvxpy_solver="CLARABEL"`` or ``"SCS"`` ...).
     ``"osqp"``: OSQP quadratic programs plus an exact face polish and a duality-gap certificate.
-    ``"torch"``: matrix-free on the program's device (interior point small, ALM large).
+    ``"torch"``: on the program's device (interior point small, augmented Lagrangian large).
+    ``"engine"``: the scale engine, whitened ADMM on the program's device with a certified stop.
     ``"auto"``: see :func:`choose_solver`.
 """
 
-from . import clarabel_backend, cvxpy_backend, osqp_backend, torch_backend
+from . import clarabel_backend, cvxpy_backend, engine_backend, osqp_backend, torch_backend
 from .registry import Backend, Capabilities, available_solvers, backend, choose_solver, register, solve
 
-for _module in (clarabel_backend, cvxpy_backend, osqp_backend, torch_backend):
+for _module in (clarabel_backend, cvxpy_backend, engine_backend, osqp_backend, torch_backend):
     register(_module.BACKEND)
 
 __all__ = ["Backend", "Capabilities", "available_solvers", "backend", "choose_solver", "register", "solve"]

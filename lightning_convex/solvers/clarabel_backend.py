@@ -49,13 +49,13 @@ def _soc_block(num_groups: int, d: int, t_offset: int, nvar: int) -> sp.csr_matr
 
 
 def choose_formulation(program: RestrictedProgram) -> str:
-    """``"hessian"`` (dense A^T A, no residual variable) when N <= 4n, else ``"residual"``.
+    """``"hessian"`` (dense A^T A, no residual variable) when N = P m d' <= 2 n, else ``"residual"``.
 
-    Measured (one CPU core): n=354, N=770: hessian 4.9 s, residual 16 s; n=120, N=1960:
-    residual 1.2 s, hessian 16.7 s. The LDL fill is dense in N for the first and grows with n
-    for the second.
+    The LDL fill of the hessian form is dense in N; the residual form adds n variables whose
+    fill grows with n. ``benchmarks/clarabel_formulations.py`` (BENCHMARKS.md, "Clarabel's two
+    formulations") times both on programs on either side of the rule.
     """
-    return "hessian" if program.num_variables <= 4 * program.n else "residual"
+    return "hessian" if program.num_variables <= 2 * program.n else "residual"
 
 
 def socp_data(program: RestrictedProgram, formulation: str = "auto"):

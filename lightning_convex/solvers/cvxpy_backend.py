@@ -32,6 +32,9 @@ def solve_cvxpy(program: RestrictedProgram, cvxpy_solver: str = "CLARABEL", verb
     """Solve through CVXPY; ``solver_options`` go to ``Problem.solve`` unchanged."""
     import cvxpy as cp
 
+    if cvxpy_solver not in cp.installed_solvers():
+        raise ValueError(f"CVXPY solver {cvxpy_solver!r} is not installed; installed: "
+                         f"{', '.join(cp.installed_solvers())}")
     start = time.perf_counter()
     A = program.prediction_matrix()
     G = program.cone_matrix()

@@ -77,7 +77,7 @@ class Backend:
 
 _BACKENDS: Dict[str, Backend] = {}
 #: The order ``auto`` tries backends in: the exact reference first, then the matrix-free one.
-AUTO_ORDER = ("clarabel", "torch")
+AUTO_ORDER = ("clarabel", "engine")
 
 
 def register(backend: Backend) -> Backend:
