@@ -55,7 +55,10 @@ class FaceNewton:
         else:
             Cm = self.pb.block(p, groups, rows)
             Cm /= np.maximum(np.linalg.norm(Cm, axis=1, keepdims=True), 1e-300)
-            # only V is needed: the full U of a tall matrix would cost rows^2
+            if Cm.shape[0] > Cm.shape[1]:
+                # only V is needed: a tall C = Q R has C's singular values and right vectors
+                # in its square R, whose SVD skips forming the tall U
+                Cm = np.linalg.qr(Cm, mode="r")
             _, sv, Vt = np.linalg.svd(Cm, full_matrices=Cm.shape[0] < Cm.shape[1])
             r = int((sv > 1e-10 * max(sv[0], 1e-300)).sum()) if sv.size else 0
             T = Vt[r:].T

@@ -21,10 +21,9 @@ as the interior point's own iterates (:func:`.certificate.converged`).
 from __future__ import annotations
 
 import time
-from typing import Optional
-
 import numpy as np
 import torch
+from threadpoolctl import threadpool_limits
 
 from ...program import RestrictedProgram
 from ..osqp_backend.face import FaceNewton
@@ -47,18 +46,14 @@ class Crossover:
         self.face = FaceNewton(self.pb)
         self.attempts = 0
 
-    def __call__(self, Q: torch.Tensor, mu1: torch.Tensor, mu2: Optional[torch.Tensor],
-                 active: torch.Tensor, tol: float, deadline: float):
-        """(Q, mu1, mu2) of the best-certified polish from the iterate (Q, mu), or None when no
+    def __call__(self, Q: torch.Tensor, active: torch.Tensor, tol: float, deadline: float):
+        """(Q, mu1, mu2) of the best-certified polish from the iterate Q, or None when no
         polish certified a gap <= tol before ``deadline``. ``active`` (per cone row, in the order
         of :meth:`RestrictedProgram.cone_matrix`): the rows whose multiplier exceeds their slack,
         the interior point's guess of the rows tight at the optimum."""
         pb = self.pb
         self.attempts += 1
         q = Q.detach().double().cpu().numpy().reshape(-1)
-        mu = mu1.detach().double().cpu().numpy().reshape(-1)
-        if mu2 is not None:
-            mu = np.concatenate([mu, mu2.detach().double().cpu().numpy().reshape(-1)])
         active = active.detach().cpu().numpy().reshape(-1)
         nr = pb.norms(q)
         top = float(nr.max(initial=0.0))
@@ -67,19 +62,22 @@ class Crossover:
         limits = Limits(deadline, MAX_POLISH_ITER)
         best = None
         seen = []
-        try:
-            for level in SUPPORT_LEVELS:
-                S = nr > level * top
-                if any(np.array_equal(S, s) for s in seen):
-                    continue
-                seen.append(S)
-                result = polish(pb, self.face, q, S, active, tol, limits)
-                if best is None or result.gap < best.gap:
-                    best = result
-                if result.gap <= tol:
-                    break
-        except Stop:
-            pass
+        # the face algebra is small dense blocks: threaded BLAS only adds synchronisation (the
+        # OSQP backend runs its polish under the same limit)
+        with threadpool_limits(limits=1, user_api="blas"):
+            try:
+                for level in SUPPORT_LEVELS:
+                    S = nr > level * top
+                    if any(np.array_equal(S, s) for s in seen):
+                        continue
+                    seen.append(S)
+                    result = polish(pb, self.face, q, S, active, tol, limits)
+                    if best is None or result.gap < best.gap:
+                        best = result
+                    if result.gap <= tol:
+                        break
+            except Stop:
+                pass
         if best is None or not best.gap <= tol:
             return None
         prog = self.program

@@ -173,7 +173,7 @@ def ipm(program: RestrictedProgram, options: MethodOptions, crossover: bool = Tr
             break
         if cross is not None and cert["gap"] <= cross_gap and cert["violation_rel"] <= cross_gap:
             cross_gap = cert["gap"] * CROSSOVER_STEP
-            crossed = cross(Q, *split(z1.clamp_min(0)), z1 > s1, tol, deadline)
+            crossed = cross(Q, z1 > s1, tol, deadline)
             if crossed is not None:
                 break
         if time.perf_counter() - start >= time_limit:
@@ -257,7 +257,7 @@ def ipm(program: RestrictedProgram, options: MethodOptions, crossover: bool = Tr
     cert, x, z1 = best
     if cross is not None:
         if crossed is None and not converged(cert, target) and time.perf_counter() < deadline:
-            crossed = cross(x[:N].view(P, m, d), *split(z1.clamp_min(0)), z1 > best_s1, tol, deadline)
+            crossed = cross(x[:N].view(P, m, d), z1 > best_s1, tol, deadline)
         extra["crossover_attempts"] = cross.attempts
         if crossed is not None:
             Qc, mu1c, mu2c = crossed
