@@ -80,7 +80,7 @@ class Problem:
             self.duplicates = {k: v for k, v in self.duplicates.items() if len(v) > 1}
         self._rows1_cache: dict = {}
         self._blocks: dict = {}
-        # dense as well: stage A needs A^T A (N x N) anyway, and the face products are thin
+        # dense as well: the face Newton steps multiply A by thin null-space bases
         self.A_dense = self.A.toarray()
 
     # -- indices -----------------------------------------------------------------------------
