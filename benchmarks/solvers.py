@@ -3,7 +3,11 @@
 Programs come from networks briefly trained with Adam (path norm, beta = 0.1, K = 10, m = 7,
 bias column): the six UCI sets of ../shared/data/uci (their training split) and synthetic data
 with n in {500, 2000}, d in {10, 30}; on two-layer UCI programs the pyscnn package (augmented
-Lagrangian) runs too when it is installed. For every program the solvers run interleaved
+Lagrangian) runs too when it is installed, at its defaults ("pyscnn") and at
+tol = constraint_tol = 1e-10 ("pyscnn tight"), compared on the same pattern SET
+(:func:`pyscnn_variable`). pyscnn 0.0.10 declares torchvision, which breaks the
+pytorch_lightning import here; what it needs installs without it:
+``pip install --no-deps pyscnn==0.0.10 linalg_backends opt_einsum``. For every program the solvers run interleaved
 (repeat r: osqp cold, osqp warm, clarabel, cvxpy+SCS, cvxpy+Clarabel, ...) so that machine load
 affects them alike; the table reports median seconds and the relative objective error
 (F - F*) / F* against the Clarabel optimum of the same program (negative: below it).
@@ -83,12 +87,49 @@ def timed(fn):
     return time.perf_counter() - t, sol
 
 
-def pyscnn_solve(prog: RestrictedProgram, gates: np.ndarray):
-    """The two-layer program through pyscnn's ConvexReLU + augmented Lagrangian, or None.
+#: pyscnn's augmented Lagrangian: at its defaults, and at tight tolerances
+PYSCNN_RUNS = {"pyscnn": {}, "pyscnn tight": {"tol": 1e-10, "constraint_tol": 1e-10}}
+
+
+def pyscnn_variable(prog: RestrictedProgram, gates: np.ndarray, U: np.ndarray, V: np.ndarray):
+    """Our Q (P, 1, d') for pyscnn's solution of the two-sided depth-2 program ``prog``, or a
+    string saying why the programs differ.
+
+    pyscnn builds its program from the gates it is given but keeps each DISTINCT nonzero
+    pattern once, in np.unique's order (activations.compute_activation_patterns: sorted columns,
+    all-zero one dropped), so the returned model's gates ``gates`` (d', b) differ from the ones
+    passed in, in order and number. Our program may hold a pattern several times and the
+    all-zero pattern; neither changes its optimum (a duplicate's q moves onto the first copy
+    without raising the norm sum, ||a|| + ||b|| >= ||a + b||, and the zero pattern predicts
+    nothing). So the programs are the same when the pattern SETS agree, and pyscnn's weights go to
+    the first copy of each pattern: U_i (positive neuron) to sign +1, -V_i to sign -1.
+    """
+    D_ours = prog.patterns.D1[:, :, 0].numpy().astype(bool)  # (P, n)
+    sig = prog.patterns.sig.numpy()
+    D_theirs = (prog.features.numpy() @ gates > 0).T  # pyscnn's D = 1[X g > 0]
+    ours = {D.tobytes() for D in D_ours if D.any()}
+    theirs = {D.tobytes() for D in D_theirs}
+    if ours != theirs:
+        return f"pattern sets differ ({len(ours - theirs)} only ours, {len(theirs - ours)} only pyscnn's)"
+    first = {}
+    for p in range(prog.P):
+        first.setdefault((D_ours[p].tobytes(), int(sig[p])), p)
+    Q = np.zeros(prog.shape)
+    for i, D in enumerate(D_theirs):
+        Q[first[(D.tobytes(), 1)], 0] += U[i]
+        Q[first[(D.tobytes(), -1)], 0] -= V[i]
+    return Q
+
+
+def pyscnn_solve(prog: RestrictedProgram, gates: np.ndarray, **al_options):
+    """(seconds, objective, cone violation) of pyscnn's ConvexReLU + augmented Lagrangian on the
+    two-sided depth-2 program ``prog`` whose patterns the gates (d', K) generate; a string when
+    the programs differ; None when pyscnn is not installed.
 
     pyscnn's ConvexReLU with gates G carries, per gate, a positive and a negative neuron with the
-    same D: that is our depth-2 program whose pattern set holds each D with both signs. Its loss
-    is ||.||^2 / (2n), so lambda = beta / n gives our objective divided by n.
+    same D: our depth-2 program whose pattern set holds each D with both signs. Its loss is
+    ||.||^2 / (2n), so lambda = beta / n gives our objective divided by n; the objective reported
+    is ours, recomputed from the mapped Q (:func:`pyscnn_variable`).
     """
     try:
         from scnn.metrics import Metrics
@@ -96,30 +137,21 @@ def pyscnn_solve(prog: RestrictedProgram, gates: np.ndarray):
         from scnn.optimize import optimize_model
         from scnn.regularizers import NeuronGL1
         from scnn.solvers import AL
-    except Exception:  # not installed
+    except ImportError:  # not installed
         return None
-    Xb = prog.X.numpy()
-    G = gates
-    K = G.shape[1]
-    if not np.array_equal(Xb @ G >= 0, prog.patterns.D1[:K, :, 0].numpy().T):
-        return "gates do not reproduce the patterns"
-    n = prog.n
-    model = ConvexReLU(G, c=1)
+    Xb = prog.features.numpy()
     t = time.perf_counter()
-    model, _ = optimize_model(model, AL(model, tol=1e-10, constraint_tol=1e-10), Metrics(),
-                              Xb, prog.y.numpy()[:, None], regularizer=NeuronGL1(BETA / n),
-                              return_convex=True, unitize_data=False, dtype="float64")
+    model = ConvexReLU(gates, c=1)
+    model, _ = optimize_model(model, AL(model, **al_options), Metrics(), Xb, prog.y.numpy()[:, None],
+                              regularizer=NeuronGL1(BETA / prog.n), return_convex=True, unitize_data=False,
+                              dtype="float64")
     seconds = time.perf_counter() - t
-    # measured with pyscnn 0.0.10: the returned model carries gate vectors other than the ones
-    # passed in, i.e. other patterns; then it did not solve this program and is not compared
-    if not np.array_equal(model.compute_activations(Xb) > 0, Xb @ G > 0):
-        return f"returned other gates ({seconds:.3g} s): not the same program"
-    U, V = (np.asarray(p) for p in model.parameters)  # (c, p, d) each
-    Q = np.zeros(prog.shape)
-    # two_sided(): patterns 0..K-1 carry sign +1 (pyscnn's positive neurons), K..2K-1 sign -1
-    Q[:K, 0] = U[0]
-    Q[K:, 0] = -V[0]
-    return seconds, prog.objective(torch.as_tensor(Q)), prog.constraint_violation(torch.as_tensor(Q))
+    U, V = (np.asarray(p)[0] for p in model.parameters)  # (p, d') each
+    Q = pyscnn_variable(prog, np.asarray(model.G), U, V)
+    if isinstance(Q, str):
+        return f"{Q} ({seconds:.3g} s)"
+    Q = torch.as_tensor(Q)
+    return seconds, prog.objective(Q), prog.constraint_violation(Q)
 
 
 def two_sided(prog: RestrictedProgram) -> RestrictedProgram:
@@ -130,7 +162,7 @@ def two_sided(prog: RestrictedProgram) -> RestrictedProgram:
     D1 = torch.cat([pats.D1, pats.D1])
     sig = torch.cat([torch.ones(prog.P, dtype=torch.int8), -torch.ones(prog.P, dtype=torch.int8)])
     both = PatternSet(D1, None, sig[:, None].clone(), sig, pats.bias)
-    return RestrictedProgram(prog.X[:, : prog.in_features], prog.y, both, prog.beta)
+    return RestrictedProgram(prog.rows.X, prog.y, both, prog.beta)
 
 
 def run(args):
@@ -178,14 +210,14 @@ def run(args):
                     times.setdefault("osqp warm", []).append(sec)
                     errs["osqp warm"] = (sol.objective - ref_changed.objective) / ref_changed.objective
                     status["osqp warm"] = sol.status.value
-            if depth == 2:
-                out = pyscnn_solve(prog, gates)
+            for label, options in (PYSCNN_RUNS.items() if depth == 2 else ()):
+                out = pyscnn_solve(prog, gates, **options)
                 if isinstance(out, tuple):
-                    times["pyscnn"] = [out[0]]
-                    errs["pyscnn"] = (out[1] - ref.objective) / ref.objective
-                    status["pyscnn"] = f"viol {out[2]:.1e}"
+                    times[label] = [out[0]]
+                    errs[label] = (out[1] - ref.objective) / ref.objective
+                    status[label] = f"viol {out[2]:.1e}"
                 elif isinstance(out, str):
-                    status["pyscnn"] = out
+                    status[label] = out
             row = dict(suite=suite, name=name, n=prog.n, d=prog.d, P=prog.P,
                        times={k: statistics.median(v) for k, v in times.items()}, errs=errs,
                        status=status)
@@ -194,7 +226,7 @@ def run(args):
     return rows
 
 
-COLUMNS = ["osqp cold", "osqp warm", "osqp cold*", "clarabel", "cvxpy+SCS", "cvxpy+Clarabel", "pyscnn"]
+COLUMNS = ["osqp cold", "osqp warm", "osqp cold*", "clarabel", "cvxpy+SCS", "cvxpy+Clarabel", *PYSCNN_RUNS]
 
 
 def format_row(row):

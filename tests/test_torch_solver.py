@@ -125,10 +125,16 @@ def test_alm_warm_start_from_network_and_solution():
 
 def test_active_set_rounds_with_torch_backend():
     """active_set_solve passes a tensor warm start; the torch backend takes it and the rounds
-    reach the same fixed point objective as with Clarabel."""
+    reach the same fixed point objective as with Clarabel.
+
+    Both interior points (no crossover): their solutions sit slightly inside the cones, so the
+    rebuilt networks re-read the same patterns. An exact (crossed-over) solution sits on the
+    cone boundaries and re-reading it can move the rounds to another fixed point (MATH.md
+    section 8), here a lower one."""
     prog, net, X, y = make_program(seed=11, n=40, d=3, K=4, m=2, extra=0, beta=0.2)
     a, b = copy.deepcopy(net), copy.deepcopy(net)
-    ra = lc.active_set_solve(a, X, y, prog.beta, solver="torch", solver_options={"tol": 1e-7}, warn=False)
+    ra = lc.active_set_solve(a, X, y, prog.beta, solver="torch", solver_options={"tol": 1e-7, "crossover": False},
+                             warn=False)
     rb = lc.active_set_solve(b, X, y, prog.beta, solver="clarabel", warn=False)
     assert ra.objective_after <= ra.objective_before
     assert math.isclose(ra.objective_after, rb.objective_after, rel_tol=1e-4)
@@ -316,3 +322,49 @@ def test_alm_on_fashion_subsample_improves_on_its_warm_start():
     sol = lc.solve(prog, solver="torch", method="alm", tol=1e-2, max_iter=400, warm_start=net)
     assert sol.status in (lc.SolveStatus.OPTIMAL, lc.SolveStatus.ITERATION_LIMIT)
     assert sol.objective <= lc.objective(net, X, y, 1.0) + 1e-6
+
+
+@pytest.mark.parametrize("case", ["depth3-bias", "depth2-bias"])
+def test_low_rank_newton_solves_the_dense_system(case):
+    """The Woodbury solve of M = A^T A + B (B block diagonal per pattern: G^T diag(w) G on q_p,
+    the second-order cone scalings on (t_pj, q_pj)) against M formed densely and solved by LU."""
+    from lightning_convex.solvers.torch_backend.newton import LowRankNewton
+
+    prog, *_ = make_program(**CASES[case])
+    wp = prog.with_dtype(torch.float64)
+    P, m, d = wp.shape
+    N, Gn, k = wp.num_variables, P * m, d + 1
+    g = torch.Generator().manual_seed(0)
+    w1 = torch.rand(P, wp.n, m, generator=g, dtype=torch.float64) * 10.0 ** torch.randint(-4, 4, (P, wp.n, m), generator=g)
+    w2 = torch.rand(P, wp.n, generator=g, dtype=torch.float64) if wp.depth == 3 else None
+    R = torch.randn(Gn, k, k, generator=g, dtype=torch.float64)
+    Winv2 = R @ R.transpose(1, 2) + 1e-3 * torch.eye(k, dtype=torch.float64)
+    A = torch.as_tensor(wp.prediction_matrix().toarray())
+    solve = LowRankNewton(wp, A).factor(wp.cone_gram(w1, w2), Winv2, reg_rel=0.0)
+    # M densely, index by index (independent of the block bookkeeping under test)
+    M = torch.zeros(N + Gn, N + Gn, dtype=torch.float64)
+    M[:N, :N] = A.T @ A
+    M[:N, :N] += torch.block_diag(*wp.cone_gram(w1, w2))
+    for p in range(P):
+        for j in range(m):
+            idx = torch.cat([torch.tensor([N + p * m + j]), (p * m + j) * d + torch.arange(d)])
+            M[idx[:, None], idx[None, :]] += Winv2[p * m + j]
+    rhs = torch.randn(N + Gn, generator=g, dtype=torch.float64)
+    x = solve(rhs)
+    expected = torch.linalg.solve(M, rhs)
+    assert torch.allclose(x, expected, rtol=1e-8, atol=1e-10 * float(expected.abs().max()))
+
+
+def test_crossover_is_what_makes_the_interior_point_exact():
+    """On a random network's program the interior point alone stops near a 1e-6 certified gap; with
+    the crossover (default) it certifies far below, and its objective matches the CVXPY
+    reference."""
+    from conftest import reference_optimum
+
+    prog, _, X, y = make_program(seed=4, n=50, d=4, K=6, m=4, extra=0)
+    ref = reference_optimum(X, y, prog.patterns, prog.beta)
+    plain = lc.solve(prog, solver="torch", method="ipm", crossover=False)
+    crossed = lc.solve(prog, solver="torch", method="ipm")
+    assert crossed.status == lc.SolveStatus.OPTIMAL and crossed.info.get("crossover") is True
+    assert abs(crossed.objective - ref) <= 1e-8 * ref
+    assert crossed.info["gap"] < plain.info["gap"]

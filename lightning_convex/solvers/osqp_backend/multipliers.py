@@ -69,7 +69,7 @@ def fit_multipliers(pb: Problem, q: np.ndarray, S: np.ndarray, E: np.ndarray, v:
                 eq_res[ins] = np.linalg.norm(beta * q.reshape(pb.ng, d)[ins] / nr[ins, None] - c_all[ins], axis=1)
             continue
         cols = pb.cols(groups)
-        Mt = pb.G[rows][:, cols].toarray().T  # (len(groups)*d, rows)
+        Mt = pb.block(p, groups, rows).T  # (len(groups)*d, rows)
         b = -c_all[groups].copy()
         insS = S[groups]
         b[insS] += beta * q.reshape(pb.ng, d)[groups[insS]] / nr[groups[insS], None]

@@ -63,7 +63,11 @@ class Problem:
         # a row's scale: |row . q| <= ||row|| * ||q_rows_block||, used for relative slacks
         self.row_norm = np.sqrt(np.asarray(self.G.multiply(self.G).sum(axis=1)).ravel())
         col_nnz = np.diff(self.A.indptr)
-        self.dead = col_nnz.reshape(self.ng, self.d).sum(axis=1) == 0  # groups that predict nothing
+        # groups of patterns that predict nothing: zero is optimal for them (a neuron that predicts
+        # nothing in a live pattern is not dead: through the shared second-layer rows it can make
+        # room for the pattern's other neurons)
+        silent = col_nnz.reshape(self.P, self.m * self.d).sum(axis=1) == 0
+        self.dead = np.repeat(silent, self.m)
         self.scale = max(1.0, float(np.abs(self.y).max()))
         # patterns that occur more than once (union() removes duplicates, concatenate() not)
         self.duplicates = {}
@@ -75,7 +79,8 @@ class Problem:
                 self.duplicates.setdefault(rep, []).append(p)
             self.duplicates = {k: v for k, v in self.duplicates.items() if len(v) > 1}
         self._rows1_cache: dict = {}
-        # dense as well: stage A needs A^T A (N x N) anyway, and the face products are thin
+        self._blocks: dict = {}
+        # dense as well: the face Newton steps multiply A by thin null-space bases
         self.A_dense = self.A.toarray()
 
     # -- indices -----------------------------------------------------------------------------
@@ -109,6 +114,26 @@ class Problem:
         if self.two_layer_rows:
             reads[self.n1 :] = S.reshape(self.P, self.m).any(axis=1)[self.row_pattern[self.n1 :]]
         return reads
+
+    def block(self, p: int, groups, rows) -> np.ndarray:
+        """G[rows][:, cols(groups)] dense, for rows and groups of pattern p.
+
+        The pattern's dense block (all its rows, all its columns) is cached on first use: the
+        polish slices it many times, and scipy's sparse fancy indexing costs more than the
+        arithmetic on these small blocks."""
+        cached = self._blocks.get(p)
+        if cached is None:
+            all_rows = self.pattern_rows(p, self.pattern_groups(p))
+            order = np.argsort(all_rows)
+            dense = self.G[all_rows][:, self.cols(self.pattern_groups(p))].toarray()
+            cached = (all_rows[order], order, dense)
+            if len(self._blocks) > 64:
+                self._blocks.clear()
+            self._blocks[p] = cached
+        sorted_rows, order, dense = cached
+        local_rows = order[np.searchsorted(sorted_rows, rows)]
+        local_cols = ((np.asarray(groups) - p * self.m)[:, None] * self.d + np.arange(self.d)[None, :]).ravel()
+        return dense[np.ix_(local_rows, local_cols)]
 
     def block1(self, g: int) -> np.ndarray:
         """The first-layer rows of group g restricted to its columns, dense (n, d')."""

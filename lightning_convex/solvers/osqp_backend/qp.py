@@ -1,4 +1,4 @@
-"""OSQP's statuses and one inner QP solve, shared by the reweighted QPs and the joint moves."""
+"""OSQP's statuses and one inner QP solve (the smoothed steps' QPs)."""
 
 from __future__ import annotations
 

@@ -1,36 +1,63 @@
-"""One run of the method: stage A, the feasible start, then active-set cycles until certified.
+"""One run of the method: smoothed proximal Newton steps (OSQP), polished and certified.
 
-A cycle solves the current face (:class:`.face.FaceNewton`), fits multipliers and certifies
-(:mod:`.multipliers`); with the gap open it releases rows, lets groups enter, or makes a joint
-QP move (:mod:`.moves`). The run ends ``OPTIMAL`` when the gap is certified, with the budget's
-status when :class:`.limits.Limits` stops it, and ``INACCURATE`` (or the inner OSQP failure
-that stopped progress) when the moves stall with the gap open. Every face iterate is feasible,
-so a run that did not certify returns the lowest-F one it met.
+Every iteration either lowers F_e (a step of :mod:`.smoothing` with an Armijo line search), or
+tightens OSQP's tolerance (its step was no descent direction: too inexact for this point), or,
+with the tolerance at its floor, lowers e; e shrinks as well after every full step. So the
+smoothed iterates follow the minimisers of F_e as e -> 0, which converge to the optimum of the
+program; nothing here depends on guessing which groups or rows are active. Once e is small
+against the iterate, each new e is followed by a polish (:mod:`.polish`), which identifies the
+support and face from the smoothed point, solves them to rounding and certifies (MATH.md section
+5); the run ends ``OPTIMAL`` at the first certified gap <= tol. Iterates are projected onto the
+cones (:mod:`.projection`), so every one of them is feasible.
+
+A run stops with the budget's status when :class:`.limits.Limits` stops it, and ``INACCURATE``
+when e and OSQP's tolerance are both at their floors without a certificate (the precision this
+method can resolve; the best certified point is returned).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Optional, Tuple
+from dataclasses import dataclass
+from typing import Optional
+
+import time
 
 import numpy as np
 
 from ...solution import SolveStatus
 from .face import FaceNewton
 from .limits import Limits, Stop
-from .moves import enter, joint_round, release
-from .multipliers import certificate, fit_multipliers
+from .polish import Polished, polish
 from .problem import Problem
 from .projection import project_feasible
 from .qp import QPStats
-from .stage_a import ReweightedQPs
+from .smoothing import SmoothedQP, smoothed_gradient, smoothed_value
 
-#: a failed joint round is retried once at eps * JOINT_REFINE
-JOINT_REFINE = 1e-3
-#: groups below this fraction of the largest after stage A start the cycles at zero
-DROP = 1e-3
-#: cycles in a row without a lower F after which the moves count as thrashing
-MAX_IDLE = 10
+#: e after a full step is e * E_SHRINK
+E_SHRINK = 0.2
+#: the smallest e, relative to the largest group norm
+E_FLOOR = 1e-12
+#: the first e from a nonzero (warm) start, relative to its largest group norm
+E_WARM = 1e-3
+#: OSQP's tolerance follows e: eps = EPS_PER_E * e / (largest group norm), within [eps_min, EPS_START]
+EPS_START = 1e-3
+EPS_PER_E = 0.01
+#: working rows: those with relative slack <= START_ROWS at a nonzero start, then the rows that a
+#: step violates by more than CUT * eps (re-solved at once, up to MAX_CUTS times per step)
+START_ROWS = 1e-3
+CUT = 10.0
+MAX_CUTS = 20
+#: rows whose OSQP multiplier times ||row|| exceeds ACTIVE_MU times the largest count as active
+ACTIVE_MU = 1e-8
+#: a polish follows each new e once e <= POLISH_E * the largest group norm
+POLISH_E = 1e-1
+#: groups larger than SUPPORT_E * e form the support a polish starts from
+SUPPORT_E = 10.0
+#: e shrinks once a QP's point moved no group by more than CENTER * e
+CENTER = 0.1
+#: a QP that OSQP ends within this many iterations (its first termination check) from the warm
+#: start says nothing about the step: the tolerance tightens
+LAZY_ITER = 25
 
 
 @dataclass(frozen=True)
@@ -38,12 +65,10 @@ class Settings:
     """The options of a solve (checked by :func:`~.backend.solve_osqp`)."""
 
     tol: float  # certified relative gap that declares OPTIMAL
-    eps: float  # OSQP's absolute/relative tolerance
+    eps: float  # OSQP's tightest tolerance
     feas_tol: float  # largest cone-row violation, in units of max(1, max|y|)
     max_iter: int  # outer iterations
     verbose: bool
-    irls_rounds: int  # stage-A rounds from zero
-    warm_irls_rounds: int  # stage-A rounds from a warm point off the direct path
 
 
 @dataclass
@@ -56,127 +81,111 @@ class RunResult:
 
 @dataclass
 class _State:
-    """What a stop at any point hands back: the current iterate, its multipliers and gap, and
-    the lowest-F face iterate so far."""
-
     q: np.ndarray
-    mu: np.ndarray
-    gap: float = np.inf
-    cycles: int = 0
-    best: Optional[Tuple[float, np.ndarray, np.ndarray, float]] = field(default=None)
+    best: Optional[Polished] = None
+    polishes: int = 0
 
 
-def run(pb: Problem, q: np.ndarray, settings: Settings, limits: Limits, irls_rounds: int,
-        irls_rel_stop: float = 0.0) -> RunResult:
-    """Run from the feasible point q: ``irls_rounds`` stage-A rounds (stopping early once a round
-    gains at most ``irls_rel_stop`` relative), then the active-set cycles, within ``limits``."""
+def run(pb: Problem, q: np.ndarray, settings: Settings, limits: Limits) -> RunResult:
+    """Run from the feasible point q within ``limits``."""
     stats = QPStats()
-    stage_a = ReweightedQPs(pb, settings.eps, settings.verbose, stats)
     face = FaceNewton(pb)
-    state = _State(q=q, mu=np.zeros(pb.C))
+    state = _State(q=q)
     try:
-        if irls_rounds > 0:
-            limits.tick()
-            q_a = stage_a.run(q, irls_rounds, limits, rel_stop=irls_rel_stop)
-            if pb.F(q_a) < pb.F(q) or not (pb.norms(q) > 0).any():
-                state.q = q_a
-        status = _cycles(pb, settings, limits, face, stats, state)
+        status = _loop(pb, settings, limits, face, stats, state)
     except Stop as stop:
         status = stop.status
-    q, mu, gap = state.q, state.mu, state.gap
-    if status != SolveStatus.OPTIMAL and state.best is not None and state.best[0] < pb.F(q):
-        _, q, mu, gap = state.best
-    info = dict(
-        iterations=limits.count, qp_solves=stats.qp_solves, osqp_iterations=stats.osqp_iterations,
-        newton_steps=face.newton_steps, gap=float(gap), cycles=state.cycles,
-        working_rows=int(stage_a.W.sum()) if stage_a.W is not None else 0,
-    )
-    if status == SolveStatus.OPTIMAL and pb.C and float(-(pb.G @ q).min()) > settings.feas_tol * pb.scale:
+    best = state.best
+    if best is None or (status != SolveStatus.OPTIMAL and pb.F(state.q) < best.F):
+        q_out, mu_out, gap = state.q, np.zeros(pb.C), np.inf
+    else:
+        q_out, mu_out, gap = best.q, best.mu, best.gap
+    info = dict(iterations=limits.count, qp_solves=stats.qp_solves, osqp_iterations=stats.osqp_iterations,
+                newton_steps=face.newton_steps, gap=float(gap), polishes=state.polishes)
+    if status == SolveStatus.OPTIMAL and pb.C and float(-(pb.G @ q_out).min()) > settings.feas_tol * pb.scale:
         status = SolveStatus.INACCURATE
     if status == SolveStatus.INACCURATE and stats.failed is not None:
         status = stats.failed  # an inner OSQP failure is what stopped progress: say which
     if stats.failed is not None:
         info["osqp_failure"] = stats.failed.value
-    return RunResult(status, q, mu, info)
+    return RunResult(status, q_out, mu_out, info)
 
 
-def _cycles(pb: Problem, settings: Settings, limits: Limits, face: FaceNewton, stats: QPStats,
-            state: _State) -> SolveStatus:
-    """The active-set cycles from ``state.q``, keeping ``state`` current for a stop."""
-    beta = pb.beta
-    nr = pb.norms(state.q)
-    # groups the reweighting is shrinking away start at zero (re-entry is priced exactly)
-    S = nr > DROP * max(float(nr.max()), 1e-300)
-    q = state.q.copy()
-    q.reshape(pb.ng, pb.d)[~S] = 0.0
-    # an exactly feasible start near the OSQP point; the rows it lands on start the face,
-    # with the rows already tight there (a warm start from a solution sits on its face)
-    q, E = project_feasible(pb, q, S)
-    E |= pb.tight_rows(q, S, rel=1e-10)
-    state.q = q
-    idle, last_f = 0, None
+def _try_polish(pb, face, q, S, active, settings, limits, state) -> bool:
+    state.polishes += 1
+    result = polish(pb, face, q, S, active, settings.tol, limits, settings.verbose)
+    if state.best is None or result.gap < state.best.gap or (result.gap == state.best.gap
+                                                             and result.F < state.best.F):
+        state.best = result
+    return result.gap <= settings.tol
+
+
+def _loop(pb: Problem, settings: Settings, limits: Limits, face: FaceNewton, stats: QPStats,
+          state: _State) -> SolveStatus:
+    q = state.q
+    nr = pb.norms(q)
+    # the working rows start as the rows nearly tight at a nonzero start (none at zero, where
+    # every row is tight but few bind at the optimum)
+    working = (pb.G @ q <= START_ROWS * pb.group_slack_scale(q)) & pb.reading_rows(nr > 0)
+    qp = SmoothedQP(pb, np.flatnonzero(~pb.dead), working, stats)
+    if nr.max() > 0:
+        e = E_WARM * float(nr.max())
+        limits.tick()
+        if _try_polish(pb, face, q, nr > 0, None, settings, limits, state):
+            return SolveStatus.OPTIMAL
+    else:
+        # a light ridge to start from: beta / e about 1% of the mean curvature of the loss
+        curv = float(pb.A.multiply(pb.A).sum()) / max(pb.N, 1)
+        e = pb.beta / (1e-2 * max(curv, 1e-300))
+    eps = EPS_START
     while True:
         limits.tick()
-        q, S, E = face.solve(q, S, E, limits)
-        state.q = q
-        v = pb.y - pb.A @ q
-        state.mu, eq_res = fit_multipliers(pb, q, S, E, v)
-        F, _, state.gap, bound = certificate(pb, q, state.mu)
-        # "improved" drives the stop on thrashing; best is what a stopped run returns
-        improved = state.best is None or F < state.best[0] * (1 - 1e-14)
-        if state.best is None or F < state.best[0]:
-            state.best = (F, q, state.mu, state.gap)
+        step = qp.step(q, e, eps, limits)
+        for _ in range(MAX_CUTS):
+            if step is None or not qp.extend(step.x, CUT * eps):
+                break
+            limits.tick()
+            step = qp.step(q, e, eps, limits, x0=step.x)
+        if step is None:
+            return SolveStatus.INACCURATE
+        x, _ = project_feasible(pb, step.x, pb.norms(step.x) > 0)
+        dq = x - q
+        f0 = smoothed_value(pb, q, e)
+        slope = float(smoothed_gradient(pb, q, e) @ dq)
+        t = 1.0
+        if slope < 0:
+            while t > 1e-10 and smoothed_value(pb, q + t * dq, e) > f0 + 1e-4 * t * slope:
+                t *= 0.5
+        scale = max(float(pb.norms(q).max()), float(pb.norms(x).max()), 1e-300)
+        centred = float(pb.norms(dq).max()) <= CENTER * e
         if settings.verbose:
-            print(f"[osqp] B: F={F:.14g} gap={state.gap:.2e} |S|={int(S.sum())} |E|={int(E.sum())} "
-                  f"max bound/beta={bound.max() / beta:.9f} max eq_res={eq_res.max():.2e} "
-                  f"newton={face.newton_steps}")
-        if state.gap <= settings.tol:
-            return SolveStatus.OPTIMAL
-        state.cycles += 1
-        # active-set updates that no longer lower F are thrashing: stop (inaccurate)
-        if improved:
-            idle = 0
-        else:
-            idle += 1
-            if idle > MAX_IDLE:
-                return SolveStatus.INACCURATE
-        released = release(pb, q, S, E, v, eq_res)
-        if released.size:
-            last_f = None
-            E = E.copy()
-            E[released] = False
-            continue
-        stalled = last_f is not None and F >= last_f * (1 - 1e-13)
-        last_f = F
-        moved = None if stalled else enter(pb, q, S, v)
-        if moved is not None:
-            q, S = moved
+            print(f"[osqp] e={e:.2e} eps={eps:.0e} osqp_it={step.iterations} slope={slope:.2e} t={t:.3g} "
+                  f"centred={centred} F={pb.F(q):.12g} t={time.perf_counter():.2f}")
+        if slope < 0 and t > 1e-10:
+            q = q + t * dq
             state.q = q
-            # rows of E the move left slack must leave E: projecting onto them would undo the
-            # move and distort the pattern (the n = 2000 regression test in tests/test_osqp.py)
-            E = pb.tight_rows(q, S, rel=1e-12) | (E & pb.tight_rows(q, S, rel=1e-8))
+        # e shrinks once F_e is minimised at the scale e: the QP's point moved no group by more
+        # than CENTER * e (a group that has to grow from O(e) moves by O(e) per step)
+        if not centred:
+            # no descent, or OSQP stopped at its first check (the warm start already met eps):
+            # the tolerance is too loose for this point; at its floor, F_e is minimised to what
+            # OSQP resolves and e shrinks as if centred
+            lazy = step.iterations <= LAZY_ITER or slope >= 0 or t <= 1e-10
+            if not lazy:
+                continue
+            if eps > settings.eps:
+                eps = max(eps * 0.1, settings.eps)
+                continue
+        if e <= E_FLOOR * scale:
+            if eps <= settings.eps:
+                return SolveStatus.INACCURATE  # both at their floors: what this method resolves
+            eps = max(eps * 0.1, settings.eps)
             continue
-        moved = _joint_move(pb, q, S, state.mu, bound, settings.eps, limits, stats)
-        if moved is None:
-            return SolveStatus.INACCURATE  # stationary and nothing can enter, yet the gap is open
-        q, S, E = moved
-        state.q = q
-
-
-def _joint_move(pb: Problem, q, S, mu, bound, eps, limits: Limits, stats: QPStats):
-    """No single group can move alone (second-layer rows couple the neurons of a pattern): a
-    joint QP step over S and the groups the certificate flags, projected back onto the cones.
-    Returns (q, S, E) when it lowers F, else None."""
-    best_f = pb.F(q)
-    cand = (~S) & (~pb.dead) & (bound > pb.beta * (1 + 1e-9))
-    # The QP point meets the rows to OSQP's accuracy only: project, then keep it only if it is
-    # still better than the certified-feasible point we had. Near the optimum the gain can be
-    # below what eps resolves, so a failed round is retried once at eps * JOINT_REFINE.
-    for eps_round in (eps, eps * JOINT_REFINE):
-        moved = joint_round(pb, q, S, cand, mu, eps_round, limits, stats)
-        if moved is None:
-            continue
-        q_try, E_try = project_feasible(pb, moved[0], moved[1])
-        if pb.F(q_try) < best_f:
-            return q_try, moved[1] & (pb.norms(q_try) > 0), E_try
-    return None
+        e = max(e * E_SHRINK, E_FLOOR * scale)
+        eps = min(eps, max(EPS_PER_E * e / scale, settings.eps))
+        # OSQP's multipliers of inactive rows are rounding (far below the others), not zero
+        weight = step.mu * pb.row_norm
+        active = weight > ACTIVE_MU * max(float(weight.max(initial=0.0)), 1e-300)
+        if e <= POLISH_E * scale and _try_polish(pb, face, q, pb.norms(q) > SUPPORT_E * e, active,
+                                                  settings, limits, state):
+            return SolveStatus.OPTIMAL

@@ -13,6 +13,11 @@ it stops as stalled when neither the certified gap nor the complementarity halve
 cone boundaries, and the gap stops improving). Its accuracy and speed against Clarabel:
 ``benchmarks/torch_vs_clarabel.py`` (BENCHMARKS.md, "Interior point on small programs").
 
+Crossover (:mod:`.crossover`, on by default): once the certified gap is below CROSSOVER_GAP, and
+after each further tenfold decrease, the iterate's support and face are solved exactly and
+certified; the first certified result ends the run (CONVERGED). The static regularisation and the
+dense Newton system are what limit the interior point alone to a gap of about 1e-6.
+
 An interior point leaves tiny patterns where the optimum has zeros; they are then set to exactly
 zero where that keeps the objective and the certificate (rule at the end of :func:`ipm`); a
 pattern whose zeroing would cost more than tol/10 of J stays nonzero.
@@ -27,12 +32,21 @@ import torch
 from ...duality import relative_gap
 from ...program import RestrictedProgram
 from .certificate import certificate, converged
+from .crossover import Crossover, deadline_of
+from .newton import LowRankNewton, use_low_rank
 from .method import MethodOptions, MethodResult, Outcome
 from .soc import bmv, flip, nn_step, nt_scaling, soc_ldiv, soc_prod, soc_step
 
+#: the first crossover is tried once the certified gap is below this; each later one after the
+#: gap has fallen by another CROSSOVER_STEP
+CROSSOVER_GAP = 1e-5
+CROSSOVER_STEP = 0.1
+
+
 @torch.no_grad()
-def ipm(program: RestrictedProgram, options: MethodOptions) -> MethodResult:
-    """Run the interior point from its own central start, in float64."""
+def ipm(program: RestrictedProgram, options: MethodOptions, crossover: bool = True) -> MethodResult:
+    """Run the interior point from its own central start, in float64; with ``crossover``, finish
+    on the face its iterates identify (:mod:`.crossover`)."""
     tol, max_iter, time_limit = options.tol, options.max_iter, options.time_limit
     verbose, start = options.verbose, options.start
     wp = program.with_dtype(torch.float64)
@@ -46,7 +60,11 @@ def ipm(program: RestrictedProgram, options: MethodOptions) -> MethodResult:
     y64 = wp.y
     y_scale = max(float(y64.abs().max()), torch.finfo(dt).tiny)
 
-    H = wp.prediction_gram()
+    if use_low_rank(n, N + Gn):
+        A_dense = torch.as_tensor(wp.prediction_matrix().toarray(), dtype=dt, device=dev)
+        low_rank, H = LowRankNewton(wp, A_dense), None
+    else:
+        low_rank, H = None, wp.prediction_gram()
     c = torch.cat([-wp.predict_adjoint(wp.y).reshape(-1), torch.full((Gn,), beta, dtype=dt, device=dev)])
     soc_idx = torch.cat([N + torch.arange(Gn, device=dev)[:, None],
                          torch.arange(N, device=dev).view(Gn, d)], dim=1)  # (t_pj, q_pj) in x
@@ -71,10 +89,12 @@ def ipm(program: RestrictedProgram, options: MethodOptions) -> MethodResult:
 
     def P_apply(x):
         out = torch.zeros_like(x)
-        out[:N] = H @ x[:N]
+        out[:N] = H @ x[:N] if H is not None else A_dense.T @ (A_dense @ x[:N])
         return out
 
     def factor(w1, Winv2):
+        if low_rank is not None:
+            return low_rank.factor(wp.cone_gram(*split(w1)), Winv2)
         M = torch.zeros(N + Gn, N + Gn, dtype=dt, device=dev)
         M[:N, :N] = H
         M[pat_I, pat_J] += wp.cone_gram(*split(w1))
@@ -128,6 +148,10 @@ def ipm(program: RestrictedProgram, options: MethodOptions) -> MethodResult:
     # aim ten times below tol while progress lasts; accept tol (see the end)
     target = tol / 10
     mus: list = []
+    cross = Crossover(wp) if crossover else None
+    cross_gap = max(CROSSOVER_GAP, tol)
+    crossed = None
+    deadline = deadline_of(start, time_limit)
     for it in range(1, max_iter + 1):
         Q = x[:N].view(P, m, d)
         if not bool(torch.isfinite(x).all() & torch.isfinite(z1).all() & torch.isfinite(z2).all()):
@@ -139,7 +163,7 @@ def ipm(program: RestrictedProgram, options: MethodOptions) -> MethodResult:
         if best is None or key > best_key:
             if best is None or cert["gap"] < 0.5 * best[0]["gap"]:
                 best_it = it
-            best, best_key = (cert, x.clone(), z1.clone()), key
+            best, best_key, best_s1 = (cert, x.clone(), z1.clone()), key, s1.clone()
         if verbose:
             gapmu = (float(s1 @ z1) + float((s2 * z2).sum())) / degree
             print(f"[torch/ipm] it {it:3d} J {cert['primal']:.12g} LB {cert['lower_bound']:.12g} "
@@ -147,6 +171,11 @@ def ipm(program: RestrictedProgram, options: MethodOptions) -> MethodResult:
                   f"t {time.perf_counter() - start:.2f}s")
         if converged(cert, target):
             break
+        if cross is not None and cert["gap"] <= cross_gap and cert["violation_rel"] <= cross_gap:
+            cross_gap = cert["gap"] * CROSSOVER_STEP
+            crossed = cross(Q, z1 > s1, tol, deadline)
+            if crossed is not None:
+                break
         if time.perf_counter() - start >= time_limit:
             outcome = Outcome.TIME_LIMIT
             break
@@ -226,6 +255,19 @@ def ipm(program: RestrictedProgram, options: MethodOptions) -> MethodResult:
     if best is None:
         return MethodResult(outcome, program.zeros(), None, it, extra)
     cert, x, z1 = best
+    if cross is not None:
+        if crossed is None and not converged(cert, target) and time.perf_counter() < deadline:
+            crossed = cross(x[:N].view(P, m, d), z1 > best_s1, tol, deadline)
+        extra["crossover_attempts"] = cross.attempts
+        if crossed is not None:
+            Qc, mu1c, mu2c = crossed
+            cc = certificate(wp, Qc, mu1c, mu2c, y64, y_scale)
+            if converged(cc, tol) and cc["gap"] <= cert["gap"]:
+                extra["crossover"] = True
+                cc["gap_own_residual"] = cc["gap"]
+                extra.update(cc)
+                extra["iterations"] = it
+                return MethodResult(Outcome.CONVERGED, Qc, (mu1c, mu2c), it, extra)
     if converged(cert, tol):
         outcome = Outcome.CONVERGED
     Q = x[:N].view(P, m, d).clone()
