@@ -138,7 +138,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="Adam's step for the convex program")
     f5.add_argument("--rho", type=NON_NEGATIVE, default=d5.rho, help="hinge penalty on violated cone rows")
     f5.add_argument("--warm-every", type=POSITIVE_INT, default=d5.warm_every, help="epochs between warm starts")
-    f5.add_argument("--warm-time", type=_positive_float, default=d5.warm_time, help="seconds per warm-start solve")
+    f5.add_argument("--warm-time", type=_positive_float, default=d5.warm_time,
+                    help="seconds per warm-start round: a warm start gets warm-rounds x warm-time seconds")
     f5.add_argument("--warm-rounds", type=POSITIVE_INT, default=d5.warm_rounds,
                     help="active-set rounds per warm start")
     f5.add_argument("--seed", type=SEED, default=d5.seed)

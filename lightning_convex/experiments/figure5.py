@@ -98,16 +98,14 @@ class Settings:
 
 
 def warm_start_callback(settings: Settings) -> ActiveSetWarmStart:
-    """The hybrid's convex step with its budget explicit: the scale engine (``solver="engine"``)
-    with ``warm_time`` seconds per solve and at most ``warm_rounds`` active-set rounds (one solve
-    each), no sampled or searched patterns; so a warm start costs at most about ``warm_rounds *
-    warm_time`` seconds per class. :func:`~lightning_convex.active_set_solve` uses only solves
-    that end optimal (certified to the engine's tolerance); one stopped by its time limit leaves
-    the network as it was, so the hybrid is never above its own SGD iterate but may pay the budget
-    for nothing. Where the callback takes a budget of its own (``time_limit``, writing back the
-    best iterate when it lowers J), this is the one line to change."""
+    """The hybrid's convex step with its budget explicit: the scale engine (``solver="engine"``),
+    at most ``warm_rounds`` active-set rounds and ``warm_rounds * warm_time`` seconds per warm
+    start for all its rounds together (the callback's ``time_limit``), no sampled or searched
+    patterns. When the budget runs out, :func:`~lightning_convex.active_set_solve` writes back the
+    best iterate it holds only if it lowers J, so the hybrid is never above its own SGD iterate;
+    a warm start that finds nothing better costs its budget and leaves the network as it was."""
     return ActiveSetWarmStart(every_n_epochs=settings.warm_every, solver="engine",
-                              solver_options={"time_limit": settings.warm_time},
+                              time_limit=settings.warm_rounds * settings.warm_time,
                               max_rounds=settings.warm_rounds, beta=settings.beta, verbose=False)
 
 
@@ -393,7 +391,7 @@ def main(out="figure5", data_dir=None, methods: Sequence[str] = METHODS, progres
           f"batch {settings.batch_size}, {settings.epochs} epochs; Adam lr {settings.lr:g} (network), "
           f"{settings.convex_lr:g} (convex: {settings.patterns or settings.K} sampled patterns, hinge "
           f"rho = {settings.rho:g}); hybrid: a warm start every {settings.warm_every} epochs and at the "
-          f"end, <= {settings.warm_rounds} x {settings.warm_time:g} s per class; J in the sum form",
+          f"end, <= {settings.warm_rounds} rounds in {settings.warm_rounds * settings.warm_time:g} s per class; J in the sum form",
           flush=True)
     initial = initial_networks(data, settings)
     rows: List[dict] = []
