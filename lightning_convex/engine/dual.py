@@ -37,7 +37,8 @@ import torch
 from ..duality import lower_bound
 from ..program import RestrictedProgram
 from ..rows import RowSync
-from .admm import Admm, AdmmState
+from .admm import RHO_START, Admm, AdmmState
+from .basis_build import BasisBuild
 from .operators import Basis, Operators, row_basis
 from .threads import ThreadTuner
 
@@ -46,6 +47,9 @@ CHECK_COST = 2.0
 #: iterations between two checks (residual balancing adapts the penalty there, and the best
 #: check's dual points are the ones returned)
 CHECK_EVERY = 25
+#: products over all rows that the start and one check iteration take (the least an ADMM call
+#: does once it has begun: a call with less time left keeps to the basis's dual point)
+FIRST_ITERATION_PRODUCTS = 6
 
 
 @dataclass
@@ -54,22 +58,29 @@ class DualState:
 
     Attributes:
         features: the rows the basis belongs to (a call on other rows starts afresh).
-        basis: their :class:`~.operators.Basis`.
+        basis: their :class:`~.operators.Basis`, ``None`` while it is being built.
         admm: the ADMM iterate, scaled duals and penalty after the last call, or ``None``.
         iterations: ADMM iterations over all calls so far.
+        build: the :class:`~.basis_build.BasisBuild` in progress (a budgeted call builds the
+            basis in pieces), ``None`` once the basis is complete.
     """
 
     features: torch.Tensor
-    basis: Basis
+    basis: Optional[Basis]
     admm: Optional[AdmmState] = None
     iterations: int = 0
+    build: Optional[BasisBuild] = None
 
-    def basis_for(self, features: torch.Tensor) -> Optional[Basis]:
-        """The basis when ``features`` are the rows it was computed on, else ``None``."""
-        same = features is self.features or (
+    def same_rows(self, features: torch.Tensor) -> bool:
+        """Whether ``features`` are the rows this state belongs to."""
+        return features is self.features or (
             features.shape == self.features.shape and features.device == self.features.device
             and bool(torch.equal(features, self.features)))
-        return self.basis if same else None
+
+    def basis_for(self, features: torch.Tensor) -> Optional[Basis]:
+        """The basis when ``features`` are the rows it was computed on (and it is complete),
+        else ``None``."""
+        return self.basis if self.basis is not None and self.same_rows(features) else None
 
 
 @dataclass
@@ -85,24 +96,34 @@ class DualIterate:
     """
 
     points: List[Tuple[str, torch.Tensor]]
-    mu1: torch.Tensor
+    mu1: Optional[torch.Tensor]
     mu2: Optional[torch.Tensor]
     info: dict = field(default_factory=dict)
 
     def program_multipliers(self, dtype=torch.float64):
-        """(mu1 (P, n_local, m), mu2 (P, n_local) or None) in the program's layout."""
+        """(mu1 (P, n_local, m), mu2 (P, n_local) or None) in the program's layout; ``None`` when
+        the call ran no iteration (mu = 0)."""
+        if self.mu1 is None:
+            return None
         mu1 = self.mu1.to(dtype).permute(1, 0, 2).contiguous()
         return mu1, None if self.mu2 is None else self.mu2.to(dtype).T.contiguous()
 
 
-def v_step(ops: Operators, residual: torch.Tensor, rho: float) -> torch.Tensor:
+def row_counts(program: RestrictedProgram) -> torch.Tensor:
+    """c_i = sum_pj M_pj,i, the (pattern, neuron) pairs whose prediction term row i feeds
+    (M = D1 D2), float64 (n_local,)."""
+    pats = program.patterns
+    M = pats.D1 if pats.D2 is None else pats.D1 & pats.D2[:, :, None]
+    return M.sum(dim=(0, 2)).to(torch.float64)
+
+
+def v_step(counts: torch.Tensor, residual: torch.Tensor, rho: float) -> torch.Tensor:
     """The V-step's dual point for a primal point with residual r and zero scaled duals:
-    rho r_i / (rho + c_i), c_i = sum_pj M_pj,i the active (pattern, neuron) pairs of row i
-    (:mod:`.admm`). What one ADMM iteration from a network gives as its dual point, without the
-    iteration: rows feeding many patterns' constraints are shrunk, rows feeding none keep their
-    residual (their v_i enters no constraint)."""
-    count = torch.cat([ops.masks(rows).count for rows in ops.row_chunks()]).to(residual.dtype)
-    return rho * residual / (rho + count)
+    rho r_i / (rho + c_i), c_i = :func:`row_counts` (:mod:`.admm`). What one ADMM iteration from
+    a network gives as its dual point, without the iteration (nor the basis): rows feeding many
+    patterns' constraints are shrunk, rows feeding none keep their residual (their v_i enters no
+    constraint)."""
+    return rho * residual / (rho + counts.to(device=residual.device, dtype=residual.dtype))
 
 
 def _vote(sync: RowSync, stop: bool, device) -> bool:
@@ -147,11 +168,17 @@ def improve_dual(program: RestrictedProgram, Q0: Optional[torch.Tensor] = None, 
     sync = sync or RowSync()
     features = program.features
     basis = None if state is None else state.basis_for(features)
+    if basis is None:
+        basis, state = _basis(program, state, deadline, reserve, dtype, sync)
+    if basis is None:  # still being built: the dual point that needs no basis
+        v = program.y if residual is None else residual
+        point = v_step(row_counts(program), v.to(program.device, torch.float64), RHO_START * program.beta)
+        info = {"iterations": 0, "total_iterations": state.iterations, "rho": None, "start": "basis",
+                "seconds": time.perf_counter() - started, "stop": "basis",
+                "basis": "done" if state.build is None else state.build.stage}
+        return DualIterate([("network V-step", point)], None, None, info), state
     tuner = ThreadTuner(program.device, enabled=tune_threads)
     try:
-        if basis is None:
-            basis = row_basis(features, sync=sync)
-            state = DualState(features, basis)
         ops = Operators(program, dtype=dtype, basis=basis, sync=sync)
         alg = Admm(ops)
         carried = state.admm
@@ -198,10 +225,41 @@ def improve_dual(program: RestrictedProgram, Q0: Optional[torch.Tensor] = None, 
     _, check, which = best
     points = [("admm dual", check.v_dual) if which == "dual" else ("admm primal", ops.y - check.pred)]
     if residual is not None:
-        points.append(("network V-step", v_step(ops, residual.to(ops.device), alg.rho0)))
+        points.append(("network V-step", v_step(row_counts(program), residual.to(ops.device), alg.rho0)))
     info = {"iterations": iteration, "total_iterations": state.iterations, "rho": alg.state.rho, "start": how,
             "seconds": time.perf_counter() - started, "stop": stop}
     return DualIterate(points, check.mu1, check.mu2, info), state
+
+
+def _basis(program: RestrictedProgram, state: Optional[DualState], deadline: Optional[float], reserve: float,
+           dtype: torch.dtype, sync: RowSync) -> Tuple[Optional[Basis], DualState]:
+    """The basis of the program's rows for this call, and the state that carries it.
+
+    Without a clock (``deadline`` None), on rows split over processes, or with fewer rows than
+    columns, it is computed at once (:func:`~.operators.row_basis`). Under a clock on one
+    process it is built in pieces (:class:`~.basis_build.BasisBuild`, continued from
+    ``state``) until ``deadline - reserve``; ``None`` when it is not complete, or completes
+    with too little time left for the ADMM's start and first iteration (the next call has it).
+    """
+    features = program.features
+    n, d = features.shape
+    if deadline is None or sync.distributed or n < d:
+        basis = row_basis(features, sync=sync)
+        return basis, DualState(features, basis)
+    build = None
+    if state is not None and state.build is not None and state.same_rows(features):
+        build = state.build
+    if build is None:
+        build = BasisBuild(features, dtype)
+    state = DualState(features, None, build=build)
+    basis = build.advance(deadline - reserve)
+    if basis is None:
+        return None, state
+    state.basis, state.build = basis, None
+    first = build.product_seconds(program.P * program.m)
+    if first is not None and time.perf_counter() + FIRST_ITERATION_PRODUCTS * first + reserve > deadline:
+        return None, state
+    return basis, state
 
 
 def _estimate(check, ops):

@@ -53,6 +53,16 @@ class Basis(NamedTuple):
     U: torch.Tensor
 
 
+def gram_basis(gram: torch.Tensor, rtol: float = RANK_RTOL) -> Tuple[torch.Tensor, torch.Tensor]:
+    """(V (d', r), sigma (r,)), largest first, from the float64 Gram matrix X^T X: its eigenvectors
+    and the square roots of its eigenvalues, directions below ``rtol`` times the largest singular
+    value dropped."""
+    lam, V = torch.linalg.eigh(gram)
+    keep = lam > (rtol * rtol) * lam.max().clamp_min(0)
+    lam, V = lam[keep].flip(0), V[:, keep].flip(1)
+    return V, lam.sqrt()
+
+
 def row_basis(features: torch.Tensor, rtol: float = RANK_RTOL, sync: Optional[RowSync] = None) -> Basis:
     """The :class:`Basis` of ``features`` from one symmetric eigendecomposition of the smaller of
     X^T X and X X^T.
@@ -67,20 +77,14 @@ def row_basis(features: torch.Tensor, rtol: float = RANK_RTOL, sync: Optional[Ro
     sync = sync or RowSync()
     n_total = int(sync.sum(torch.tensor([float(n)], dtype=torch.float64, device=X.device)).item())
     if n_total >= d:
-        lam, V = torch.linalg.eigh(sync.sum(X.T @ X))
-        keep = lam > (rtol * rtol) * lam.max().clamp_min(0)
-        lam, V = lam[keep].flip(0), V[:, keep].flip(1)
-        sigma = lam.sqrt()
+        V, sigma = gram_basis(sync.sum(X.T @ X), rtol)
         return Basis(V, sigma, (X @ V) / sigma)
     ids = sync.row_ids(n, X.device)
     all_ids = sync.cat(ids)
     order = torch.argsort(all_ids)
     sorted_ids = all_ids[order]
     Xall = sync.cat(X)[order]
-    lam, U = torch.linalg.eigh(Xall @ Xall.T)
-    keep = lam > (rtol * rtol) * lam.max().clamp_min(0)
-    lam, U = lam[keep].flip(0), U[:, keep].flip(1)
-    sigma = lam.sqrt()
+    U, sigma = gram_basis(Xall @ Xall.T, rtol)  # the eigenvectors of X X^T are U's columns
     V = (Xall.T @ U) / sigma
     # this process's rows of U: the positions of its ids in the global order
     return Basis(V, sigma, U[torch.searchsorted(sorted_ids, ids)])

@@ -1,0 +1,57 @@
+"""The engine's row basis built in pieces under a clock, and the certificates a callback gets
+while it is being built.
+
+References are independent of the code under test: the singular values from LAPACK's SVD
+(torch.linalg.svdvals), the data matrix itself (X = U Sigma V^T), and OPT(S) from the explicit
+CVXPY model of MATH.md section 3 (tests/hybrid_reference.py).
+"""
+
+import math
+import time
+
+import torch
+
+import lightning_convex as lc
+import lightning_convex.engine.basis_build as basis_build
+from lightning_convex.engine.basis_build import BasisBuild
+
+from conftest import reference_optimum
+from test_certificate_methods import solver_tol, trained
+
+
+def test_a_basis_built_one_piece_per_call_is_the_decomposition_of_the_rows(monkeypatch):
+    monkeypatch.setattr(basis_build, "PIECE_ROWS", 64)
+    gen = torch.Generator().manual_seed(0)
+    X = torch.randn(500, 12, generator=gen, dtype=torch.float64) * torch.logspace(0, 3, 12, dtype=torch.float64)
+    build = BasisBuild(X, torch.float64)
+    calls = 0
+    while build.advance(time.perf_counter()) is None:  # a deadline already passed: one piece per call
+        calls += 1
+    pieces = math.ceil(500 / 64)
+    assert calls + 1 == 2 * pieces + 1  # Gram pieces, the eigendecomposition, pieces of U
+    V, sigma, U = build.basis
+    assert torch.allclose(sigma, torch.linalg.svdvals(X), rtol=1e-10)
+    assert torch.allclose((U * sigma) @ V.T, X, atol=1e-9 * float(X.abs().max()))
+    assert torch.allclose(U.T @ U, torch.eye(12, dtype=torch.float64), atol=1e-10)
+
+
+def test_certificates_stay_valid_while_the_basis_is_built_and_after(monkeypatch):
+    monkeypatch.setattr(basis_build, "PIECE_ROWS", 8)
+    beta = 0.1
+    X, y, net = trained(1, steps=300, beta=beta)
+    opt = reference_optimum(X, y, lc.patterns_of(net, X), beta)
+    previous, stages = None, []
+    for _ in range(30):  # budgets far too short for the whole basis: the build is carried
+        cert = lc.certify(net, X, y, beta, method="engine", time_limit=1e-4, warm_start=previous)
+        previous = cert
+        assert 0 < cert.lower_bound <= opt + solver_tol(opt)
+        assert cert.info["iterations"] == 0
+        stages.append(cert.info["basis"])
+        if stages[-1] == "done":
+            break
+    assert stages[0] == "gram" and "project" in stages and stages[-1] == "done"
+    # the next call has the basis and time: the ADMM starts from the network
+    cert = lc.certify(net, X, y, beta, method="engine", time_limit=5.0, max_iter=20, warm_start=previous)
+    assert cert.info["start"] == "network" and cert.info["iterations"] >= 1
+    assert cert.lower_bound <= opt + solver_tol(opt)
+    assert cert.state.build is None and cert.state.basis is not None
