@@ -9,6 +9,7 @@ CVXPY model of MATH.md section 3 (tests/hybrid_reference.py).
 import math
 import time
 
+import pytest
 import torch
 
 import lightning_convex as lc
@@ -55,3 +56,40 @@ def test_certificates_stay_valid_while_the_basis_is_built_and_after(monkeypatch)
     assert cert.info["start"] == "network" and cert.info["iterations"] >= 1
     assert cert.lower_bound <= opt + solver_tol(opt)
     assert cert.state.build is None and cert.state.basis is not None
+
+
+def half_plane_network(seed, n=60, K=3, m=2):
+    """Data in d = 2 and a network whose every neuron is active only where 30 x_0 > 0.2 - 30 w x_1
+    (|w| <= 0.3), so the rows with x_0 < -1 and |x_1| < 1 feed no pattern's prediction term."""
+    gen = torch.Generator().manual_seed(seed)
+    X = torch.randn(n, 2, generator=gen, dtype=torch.float64)
+    net = lc.ParallelReLU(2, m, K, bias=True).double()
+    with torch.no_grad():
+        net.W1[:, 0] = 1.0
+        net.W1[:, 1] = 0.6 * torch.rand(K, m, generator=gen, dtype=torch.float64) - 0.3
+        net.W1[:, 2] = -0.2
+        net.w2.copy_(torch.rand(K, m, generator=gen, dtype=torch.float64) + 0.5)
+        net.w3.copy_(torch.randn(K, generator=gen, dtype=torch.float64))
+    y = torch.relu(X[:, 0]) + 0.1 * torch.randn(n, generator=gen, dtype=torch.float64)
+    free = (X[:, 0] < -1) & (X[:, 1].abs() < 1)
+    y[free] += 3.0  # targets no point of S can predict
+    # large features make ||X^T v|| large against beta, so the dual scaling c is far below 1
+    return 30.0 * X, y, net, free
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_rows_no_pattern_reaches_give_their_whole_share_of_the_bound(seed):
+    # OPT(S) >= 1/2 sum over unreachable rows of y_i^2 (every point of S predicts 0 there): the
+    # bound must reach that share too, not scale it down with the constrained rows' dual point
+    beta = 0.1
+    X, y, net, free = half_plane_network(seed)
+    S = lc.patterns_of(net, X)
+    assert not bool((S.D1 & S.D2[:, :, None])[:, free].any())
+    assert int(free.sum()) >= 2
+    opt = reference_optimum(X, y, S, beta)
+    share = 0.5 * float(y[free].square().sum())
+    for method, kw in (("engine", {"max_iter": 1}), ("fit", {}), ("exact", {})):
+        cert = lc.certify(net, X, y, beta, method=method, **kw)
+        assert cert.lower_bound <= opt + solver_tol(opt), (method, cert.lower_bound, opt)
+        if method != "fit":  # the fit scores its one point by itself
+            assert cert.lower_bound >= share * (1 - 1e-9), (method, cert.lower_bound, share)

@@ -9,6 +9,13 @@ B_p(v, t_p mu_p) = max_j ||(A^T v)_pj + t_p (G^T mu)_pj|| (:func:`~lightning_con
 any t_p >= 0 keeps mu valid). A^T v and G^T mu are two float64 products, so the rescaling costs
 nothing more: B_p is the norm of their sum, the section-5 B_p(v, t mu) itself, and the bound is
 :func:`lightning_convex.duality.lower_bound` of it.
+
+Rows that feed no pattern's prediction term (M_pj,i = 0 for every p, j: no point of S predicts
+anything there) enter no B_p, so v_i is free on them. The bound scales all of v by one c, which
+is small while B_p is large; each point is therefore also scored with its free rows set to
+y_i / c_B, c_B = beta / max_p B_p, so that they contribute their best, 1/2 y_i^2 each, to
+g(c v) once the scaling binds (a row no point of S reaches costs every point 1/2 y_i^2), and
+the better of the two is kept.
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ import torch
 
 from ..duality import DualBound, lower_bound
 from ..engine.certify import best_scales
+from ..engine.dual import row_counts
 from ..program import RestrictedProgram
 from ..rows import RowSync
 
@@ -58,6 +66,8 @@ def best_of(program: RestrictedProgram, points: Sequence[Tuple[str, torch.Tensor
         Gm = sync.sum(program.cone_adjoint(mu1, mu2))
     else:
         Gm = None
+    free = row_counts(program) == 0
+    y_free = torch.where(free, program.y.to(torch.float64), torch.zeros((), dtype=torch.float64))
     best = None
     for name, v in points:
         v = v.to(program.device, torch.float64)
@@ -68,10 +78,13 @@ def best_of(program: RestrictedProgram, points: Sequence[Tuple[str, torch.Tensor
         else:
             t, _ = best_scales(Av, Gm)
             B = (Av + t[:, None, None] * Gm).norm(dim=2).amax(dim=1)  # B_p(v, t_p mu_p)
-        sums = sync.sum(torch.stack([v @ program.y, v @ v]))
-        bound = lower_bound(float(sums[0]), float(sums[1]), beta, float(B.max()) if P else 0.0)
-        if best is None or bound.value > best[0].value:
-            best = (bound, name, B, t)
+        B_max = float(B.max()) if P else 0.0
+        completed = torch.where(free, y_free * (B_max / beta if B_max > 0 else 1.0), v)
+        for w in (v, completed):
+            sums = sync.sum(torch.stack([w @ program.y, w @ w]))
+            bound = lower_bound(float(sums[0]), float(sums[1]), beta, B_max)
+            if best is None or bound.value > best[0].value:
+                best = (bound, name, B, t)
     bound, name, B, t = best
     scaled = None
     if mu1 is not None:
