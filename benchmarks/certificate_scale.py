@@ -10,7 +10,8 @@ The same fit (same seed, same data) runs twice in one process: without the callb
 callback forgets its engine state before every certificate, to compare against starting cold).
 Reported per run: the training seconds of every epoch (the callbacks' ``last_epoch_seconds``
 timing, which leaves the callbacks' own work out), every certificate's seconds, bound and gap,
-and the process's peak resident memory. The cost of a certificate in epochs is its seconds over
+the stage of the engine's basis (built in pieces over the first certificates), the share
+1/2 sum y_i^2 of the rows no pattern reaches, and the process's peak resident memory. The cost of a certificate in epochs is its seconds over
 the median epoch of the fit without it.
 
     python benchmarks/certificate_scale.py --n 10000 --epochs 12 --json scale_n10000.json
@@ -58,6 +59,16 @@ class EpochTimer(namespace("pytorch_lightning").Callback):
         self.seconds.append(self._last - self._start)
 
 
+def free_share(cert) -> float:
+    """1/2 sum of y_i^2 over the rows no pattern of the certificate's set reaches (M_pj,i = 0 for
+    every p, j): a part of OPT(S) that every point of S pays, and of the bound (computed after the
+    certificate, outside its timing)."""
+    S = cert.patterns
+    M = S.D1 if S.D2 is None else S.D1 & S.D2[:, :, None]
+    free = ~M.any(dim=2).any(dim=0)
+    return 0.5 * float(Recording.targets[free.cpu()].double().square().sum())
+
+
 class Recording(ConvexCertificate):
     """ConvexCertificate at its defaults, keeping every certificate (``cold``: the engine state
     is dropped before each one)."""
@@ -76,7 +87,8 @@ class Recording(ConvexCertificate):
                              "primal": cert.primal, "lower_bound": cert.lower_bound,
                              "relative_gap": cert.relative_gap, "method": cert.method,
                              "v": cert.info.get("v"), "iterations": cert.info.get("iterations"),
-                             "total_iterations": cert.info.get("total_iterations")})
+                             "total_iterations": cert.info.get("total_iterations"),
+                             "basis": cert.info.get("basis", "done"), "free_share": free_share(cert)})
         print(json.dumps({"certificate": self.records[-1]}), flush=True)
         return cert
 
@@ -116,6 +128,7 @@ def main(argv=None):
     if args.n < ds.n:
         ds = ds.subsample(args.n, 100, seed=args.seed)
     X, y = ds.X_train.float(), ds.targets(args.cls).float()
+    Recording.targets = y
     print(json.dumps({"args": vars(args), "threads": torch.get_num_threads(), "load_avg": os.getloadavg()}),
           flush=True)
     summary = {"args": vars(args), "threads": torch.get_num_threads(), "load_before": os.getloadavg()}

@@ -40,10 +40,13 @@ class ConvexCertificate(ConvexCallback):
 
     Each certificate spends about one epoch of training (``time_limit``): small programs are
     solved exactly (the gap is then J - OPT(S) to solver precision); larger ones run the scale
-    engine from where the previous certificate's engine left off (its iterate and multipliers
-    are kept between certificates), so the bound improves over a fit instead of starting cold
-    (:func:`lightning_convex.certify`, ``method`` and ``warm_start``). That engine state lives
-    in memory only: a fit resumed from a checkpoint starts it afresh.
+    engine from where the previous certificate's engine left off (:func:`lightning_convex.certify`,
+    ``method`` and ``warm_start``): its one-time basis of the rows is built in pieces over the
+    first certificates, each within its budget (they bound with the network's own dual points
+    meanwhile), then its iterate and multipliers are continued, so the engine's iterations add
+    up over a fit instead of starting cold each time. How tight the bound gets depends on how
+    many iterations that adds up to; on large data a budget of one epoch buys few. That engine
+    state lives in memory only: a fit resumed from a checkpoint starts it afresh.
 
     Under DDP every rank reads an unpadded shard of the rows (rank r: rows r, r + W, ...) and
     every sum is reduced through the Trainer's strategy, so the certificate equals the

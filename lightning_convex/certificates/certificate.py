@@ -17,7 +17,9 @@ evaluated in float64 on the program's own rows, whatever produced v and mu. The 
   where the solve is cheap (small programs).
 * ``"engine"`` (:mod:`lightning_convex.engine.dual`): warm-started iterations of the scale engine
   for a time budget, whose dual iterate improves on the network's residual; a previous
-  certificate's engine state (``warm_start``) is continued, so a callback's bounds improve over
+  certificate's engine state (``warm_start``) is continued: under a budget the one-time basis
+  of the rows is built in pieces over several calls (the network's own dual points bound
+  meanwhile), then the iterate goes on where it stopped, so a callback's iterations add up over
   a fit instead of starting cold. ``"auto"`` takes it elsewhere.
 * ``"fit"`` (:mod:`.fit`): the network's own dual point with multipliers fitted on support rows
   and refined by cutting planes: tight only near a restricted optimum.
@@ -318,8 +320,8 @@ def certify(
         max_iter: engine iterations at most (with ``time_limit=None`` exactly that many: the
             deterministic choice, e.g. to compare sharded and single-process runs).
         warm_start: a previous :class:`Certificate` of the same rows (its ``state``): the engine
-            continues its iterate when S has the same shape (a callback's network an epoch
-            later), so the bound improves over a fit instead of starting cold.
+            continues building its basis, and then its iterate when S has the same shape (a
+            callback's network an epoch later), instead of starting cold.
         margin: ``suboptimal`` is set only when the search finds r . f_theta'(X) / beta above
             1 + ``margin``, and only such branches are listed. At a global optimum the ratio is at
             most 1 in exact arithmetic, but it is computed from a network rebuilt from a solver's

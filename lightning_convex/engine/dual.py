@@ -14,7 +14,10 @@ penalty) the best check so far is kept, by the bound the iteration itself reads 
 
 A :class:`DualState` keeps what the next call can reuse: the basis of the rows (one
 eigendecomposition; a fit certifies the same rows every time) and the ADMM iterate with its
-scaled duals and penalty. A later call on the same rows with a pattern set of the same shape
+scaled duals and penalty. Under a clock the basis is built in pieces
+(:mod:`.basis_build`), carried from call to call, so that no call overruns its budget paying
+for it; until it is complete a call runs no iteration and returns the network's V-step point
+(:func:`v_step`, which needs no basis) with no multipliers. A later call on the same rows with a pattern set of the same shape
 (a network's own active set an epoch later) continues from that iterate as it is, its stale
 rows included: the scaled duals stay consistent with each other, so the iteration goes on
 where it stopped. (Rebuilding the duals from the new network's residual instead, as a warm
@@ -148,7 +151,8 @@ def improve_dual(program: RestrictedProgram, Q0: Optional[torch.Tensor] = None, 
         Q0: (P, m, d') the primal start when nothing is carried (a network's convex variable);
             ``None``: Q = 0.
         state: a previous call's :class:`DualState` (or ``None``): its basis is reused on the
-            same rows and its iterate continued when the shapes agree.
+            same rows (or its build continued, :func:`_basis`) and its iterate continued when
+            the shapes agree.
         dtype: precision of the passes (the caller evaluates its bound in float64).
         sync: row-shard synchronisation (default: one process).
         callback: called after every iteration with {"iteration", "seconds"}; ``True`` stops
