@@ -1,5 +1,6 @@
-"""The engine's row basis built in pieces under a clock, and the certificates a callback gets
-while it is being built.
+"""The engine state a callback's certificates carry: the row basis built in pieces under a
+clock, the certificates given while it is being built, the rows no pattern reaches, and the
+carried iterate against a cold start.
 
 References are independent of the code under test: the singular values from LAPACK's SVD
 (torch.linalg.svdvals), the data matrix itself (X = U Sigma V^T), and OPT(S) from the explicit
@@ -93,3 +94,19 @@ def test_rows_no_pattern_reaches_give_their_whole_share_of_the_bound(seed):
         assert cert.lower_bound <= opt + solver_tol(opt), (method, cert.lower_bound, opt)
         if method != "fit":  # the fit scores its one point by itself
             assert cert.lower_bound >= share * (1 - 1e-9), (method, cert.lower_bound, share)
+
+
+@pytest.mark.parametrize("seed", [0, 2, 4])
+def test_a_carried_engine_state_improves_the_bound_over_cold_on_a_fixed_network(seed):
+    beta = 0.1
+    X, y, net = trained(seed, n=80, d=4, K=6, m=3, steps=100, beta=beta)
+    opt = reference_optimum(X, y, lc.patterns_of(net, X), beta)
+    cold = lc.certify(net, X, y, beta, method="engine", max_iter=5)
+    previous, bounds = None, []
+    for _ in range(6):  # a callback certifying the same network six times, 5 iterations each
+        previous = lc.certify(net, X, y, beta, method="engine", max_iter=5, warm_start=previous)
+        bounds.append(previous.lower_bound)
+        assert previous.lower_bound <= opt + solver_tol(opt)
+    assert previous.info["total_iterations"] == 30
+    assert bounds[0] == pytest.approx(cold.lower_bound, rel=1e-12)  # the first one is the cold one
+    assert bounds[-1] > 1.1 * cold.lower_bound
