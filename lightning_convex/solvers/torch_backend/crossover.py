@@ -16,6 +16,13 @@ numpy on the CPU: the interior point is for small programs, whose face solves ar
 The support is read at a few levels of t_pj relative to the largest group; the polish keeps only
 a level that certifies, and the caller accepts the result only through the same certificate test
 as the interior point's own iterates (:func:`.certificate.converged`).
+
+A polish can stop with the gap open although its point is nearly optimal: when the iterate named
+the support wrongly (a group the optimum keeps at a small norm went to zero), that group's dual
+constraint stays violated and no multipliers close the gap. The final crossover of a run
+(``finish``) then continues from the best polished point with the OSQP backend's smoothed
+proximal Newton steps (:func:`lightning_convex.solvers.osqp_backend.run.run`), which converge to
+the optimum whatever the starting guess and polish again as they go, within the solve's deadline.
 """
 
 from __future__ import annotations
@@ -29,12 +36,21 @@ from ...program import RestrictedProgram
 from ..osqp_backend.face import FaceNewton
 from ..osqp_backend.limits import Limits, Stop
 from ..osqp_backend.polish import polish
+from ..osqp_backend.projection import project_feasible
 from ..osqp_backend.problem import Problem
+from ..osqp_backend.run import Settings as RunSettings
+from ..osqp_backend.run import run
+from ...solution import SolveStatus
 
 #: support levels tried (a group is in S when its norm exceeds level * the largest group norm)
 SUPPORT_LEVELS = (1e-3, 1e-5, 1e-7)
 #: polish rounds (face solves and tangent steps) one crossover may take, all levels together
 MAX_POLISH_ITER = 200
+#: outer iterations of the smoothed continuation that finishes an uncertified final crossover
+MAX_FINISH_ITER = 500
+#: OSQP's tightest tolerance and the feasibility bar of that continuation (the osqp defaults)
+FINISH_EPS = 1e-5
+FINISH_FEAS_TOL = 1e-9
 
 
 class Crossover:
@@ -46,11 +62,14 @@ class Crossover:
         self.face = FaceNewton(self.pb)
         self.attempts = 0
 
-    def __call__(self, Q: torch.Tensor, active: torch.Tensor, tol: float, deadline: float):
+    def __call__(self, Q: torch.Tensor, active: torch.Tensor, tol: float, deadline: float,
+                 finish: bool = False):
         """(Q, mu1, mu2) of the best-certified polish from the iterate Q, or None when no
         polish certified a gap <= tol before ``deadline``. ``active`` (per cone row, in the order
         of :meth:`RestrictedProgram.cone_matrix`): the rows whose multiplier exceeds their slack,
-        the interior point's guess of the rows tight at the optimum."""
+        the interior point's guess of the rows tight at the optimum. With ``finish`` (the run's
+        last attempt), an uncertified polish is continued by the smoothed method (module
+        docstring)."""
         pb = self.pb
         self.attempts += 1
         q = Q.detach().double().cpu().numpy().reshape(-1)
@@ -78,11 +97,28 @@ class Crossover:
                         break
             except Stop:
                 pass
-        if best is None or not best.gap <= tol:
-            return None
+            if finish and (best is None or not best.gap <= tol) and time.perf_counter() < deadline:
+                q_best, mu_best = self._finish(q if best is None else best.q, tol, deadline)
+                if q_best is None:
+                    return None
+            elif best is None or not best.gap <= tol:
+                return None
+            else:
+                q_best, mu_best = best.q, best.mu
         prog = self.program
-        mu1_new, mu2_new = prog.split_multipliers(best.mu)
-        return prog.unflatten(best.q), mu1_new, mu2_new
+        mu1_new, mu2_new = prog.split_multipliers(mu_best)
+        return prog.unflatten(q_best), mu1_new, mu2_new
+
+    def _finish(self, q: np.ndarray, tol: float, deadline: float):
+        """(q, mu) of the smoothed continuation from q when it certifies a gap <= tol, else
+        (None, None)."""
+        settings = RunSettings(tol=tol, eps=FINISH_EPS, feas_tol=FINISH_FEAS_TOL, max_iter=MAX_FINISH_ITER,
+                               verbose=False)
+        q0, _ = project_feasible(self.pb, q, self.pb.norms(q) > 0)
+        result = run(self.pb, q0, settings, Limits(deadline, MAX_FINISH_ITER))
+        if result.status != SolveStatus.OPTIMAL or not result.info["gap"] <= tol:
+            return None, None
+        return result.q, result.mu
 
 
 def deadline_of(start: float, time_limit: float) -> float:

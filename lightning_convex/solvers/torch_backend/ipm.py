@@ -16,7 +16,10 @@ cone boundaries, and the gap stops improving). Its accuracy and speed against Cl
 Crossover (:mod:`.crossover`, on by default): once the certified gap is below CROSSOVER_GAP, and
 after each further tenfold decrease, the iterate's support and face are solved exactly and
 certified; the first certified result ends the run (CONVERGED). The static regularisation and the
-dense Newton system are what limit the interior point alone to a gap of about 1e-6.
+dense Newton system are what limit the interior point alone to a gap of about 1e-6. A run that
+stalls within FINISH_GAP ends with a crossover that may continue by the smoothed method when the
+polish alone does not certify; a run stopped by its own budget (``max_iter``, ``time_limit``)
+does not.
 
 An interior point leaves tiny patterns where the optimum has zeros; they are then set to exactly
 zero where that keeps the objective and the certificate (rule at the end of :func:`ipm`); a
@@ -41,6 +44,8 @@ from .soc import bmv, flip, nn_step, nt_scaling, soc_ldiv, soc_prod, soc_step
 #: gap has fallen by another CROSSOVER_STEP
 CROSSOVER_GAP = 1e-5
 CROSSOVER_STEP = 0.1
+#: a run that stalls with its certified gap at most this ends with the crossover's continuation
+FINISH_GAP = 1e-4
 
 
 @torch.no_grad()
@@ -257,7 +262,10 @@ def ipm(program: RestrictedProgram, options: MethodOptions, crossover: bool = Tr
     cert, x, z1 = best
     if cross is not None:
         if crossed is None and not converged(cert, target) and time.perf_counter() < deadline:
-            crossed = cross(x[:N].view(P, m, d), z1 > best_s1, tol, deadline)
+            # a stall close to the optimum is the rounding limit of the normal equations, not a
+            # budget: there the crossover may continue with the smoothed method (.crossover)
+            finish = outcome == Outcome.STALLED and cert["gap"] <= FINISH_GAP
+            crossed = cross(x[:N].view(P, m, d), z1 > best_s1, tol, deadline, finish=finish)
         extra["crossover_attempts"] = cross.attempts
         if crossed is not None:
             Qc, mu1c, mu2c = crossed
