@@ -10,13 +10,17 @@ support and face from the smoothed point, solves them to rounding and certifies 
 5); the run ends ``OPTIMAL`` at the first certified gap <= tol. Iterates are projected onto the
 cones (:mod:`.projection`), so every one of them is feasible.
 
-A run stops with the budget's status when :class:`.limits.Limits` stops it, and ``INACCURATE``
-when e and OSQP's tolerance are both at their floors without a certificate (the precision this
-method can resolve; the best certified point is returned).
+When e and OSQP's tolerance are both at their floors without a certificate, the steps were too
+inexact to name the optimal support (a group the optimum keeps small stays out, and every polish
+certifies nothing): the run continues from its point with OSQP's tolerance floor EPS_RETRY_FACTOR
+times lower, up to EPS_RETRIES times, and only then ends ``INACCURATE`` (the precision this method
+can resolve; the best certified point is returned). A run stops with the budget's status when
+:class:`.limits.Limits` stops it.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Optional
 
@@ -58,6 +62,9 @@ CENTER = 0.1
 #: a QP that OSQP ends within this many iterations (its first termination check) from the warm
 #: start says nothing about the step: the tolerance tightens
 LAZY_ITER = 25
+#: continuations with a lower floor of OSQP's tolerance after a run ends at its floors uncertified
+EPS_RETRIES = 2
+EPS_RETRY_FACTOR = 0.01
 
 
 @dataclass(frozen=True)
@@ -93,6 +100,11 @@ def run(pb: Problem, q: np.ndarray, settings: Settings, limits: Limits) -> RunRe
     state = _State(q=q)
     try:
         status = _loop(pb, settings, limits, face, stats, state)
+        for _ in range(EPS_RETRIES):
+            if status != SolveStatus.INACCURATE or stats.failed is not None:
+                break
+            settings = dataclasses.replace(settings, eps=settings.eps * EPS_RETRY_FACTOR)
+            status = _loop(pb, settings, limits, face, stats, state)
     except Stop as stop:
         status = stop.status
     best = state.best
