@@ -64,14 +64,15 @@ class Polished:
 
 
 def polish(pb: Problem, face: FaceNewton, q: np.ndarray, S: np.ndarray, active, tol: float,
-           limits: Limits, verbose: bool = False) -> Polished:
+           limits: Limits, verbose: bool = False, max_rounds: int = MAX_ROUNDS) -> Polished:
     """Solve the program restricted to S from q (face Newton plus tangent-cone steps), certify.
 
     ``active`` (bool per row, or None): the rows the smoothed QP's multipliers call active; they
     start on the face when they are nearly tight (relative slack <= ACTIVE_SLACK), the others
     only when their slack is at rounding level (FACE_SLACK)."""
     q, S, E = start_face(pb, q, S, active)
-    for _ in range(MAX_ROUNDS):
+    rounds = 0
+    for rounds in range(1, max_rounds + 1):
         limits.check_time()
         q, S, E = face.solve(q, S, E, limits)
         moved = tangent_step(pb, q, S, E)
@@ -93,7 +94,7 @@ def polish(pb: Problem, face: FaceNewton, q: np.ndarray, S: np.ndarray, active, 
     mu, _ = fit_multipliers(pb, q, S, E, v)
     F, lower, gap, _ = certificate(pb, q, mu)
     if verbose:
-        print(f"[osqp] polish: F={F:.14g} gap={gap:.2e} |S|={int(S.sum())} |E|={int(E.sum())} newton={face.newton_steps} "
+        print(f"[osqp] polish: rounds={rounds} F={F:.14g} gap={gap:.2e} |S|={int(S.sum())} |E|={int(E.sum())} newton={face.newton_steps} "
               f"t={time.perf_counter():.2f}")
     return Polished(q, mu, F, lower, gap, int(S.sum()))
 

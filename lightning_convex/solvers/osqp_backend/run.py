@@ -31,7 +31,7 @@ import numpy as np
 from ...solution import SolveStatus
 from .face import FaceNewton
 from .limits import Limits, Stop
-from .polish import Polished, polish
+from .polish import MAX_ROUNDS, Polished, polish
 from .problem import Problem
 from .projection import project_feasible
 from .qp import QPStats
@@ -62,6 +62,10 @@ CENTER = 0.1
 #: a QP that OSQP ends within this many iterations (its first termination check) from the warm
 #: start says nothing about the step: the tolerance tightens
 LAZY_ITER = 25
+#: active-set rounds of the polish at a nonzero start: its support (every nonzero group of the
+#: start) is a guess, dense and wrong from an SGD network, and a wrong dense support takes every
+#: round it is given before the smoothed steps start (BENCHMARKS.md, osqp warm-started)
+WARM_POLISH_ROUNDS = 8
 #: continuations with a lower floor of OSQP's tolerance after a run ends at its floors uncertified
 EPS_RETRIES = 2
 EPS_RETRY_FACTOR = 0.01
@@ -123,9 +127,9 @@ def run(pb: Problem, q: np.ndarray, settings: Settings, limits: Limits) -> RunRe
     return RunResult(status, q_out, mu_out, info)
 
 
-def _try_polish(pb, face, q, S, active, settings, limits, state) -> bool:
+def _try_polish(pb, face, q, S, active, settings, limits, state, max_rounds: int = MAX_ROUNDS) -> bool:
     state.polishes += 1
-    result = polish(pb, face, q, S, active, settings.tol, limits, settings.verbose)
+    result = polish(pb, face, q, S, active, settings.tol, limits, settings.verbose, max_rounds)
     if state.best is None or result.gap < state.best.gap or (result.gap == state.best.gap
                                                              and result.F < state.best.F):
         state.best = result
@@ -143,7 +147,7 @@ def _loop(pb: Problem, settings: Settings, limits: Limits, face: FaceNewton, sta
     if nr.max() > 0:
         e = E_WARM * float(nr.max())
         limits.tick()
-        if _try_polish(pb, face, q, nr > 0, None, settings, limits, state):
+        if _try_polish(pb, face, q, nr > 0, None, settings, limits, state, WARM_POLISH_ROUNDS):
             return SolveStatus.OPTIMAL
     else:
         # a light ridge to start from: beta / e about 1% of the mean curvature of the loss
