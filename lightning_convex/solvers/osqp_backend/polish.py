@@ -69,7 +69,8 @@ def polish(pb: Problem, face: FaceNewton, q: np.ndarray, S: np.ndarray, active, 
 
     ``active`` (bool per row, or None): the rows the smoothed QP's multipliers call active; they
     start on the face when they are nearly tight (relative slack <= ACTIVE_SLACK), the others
-    only when their slack is at rounding level (FACE_SLACK)."""
+    only when their slack is at rounding level (FACE_SLACK). ``max_rounds``: the most
+    active-set rounds (face solve, then a tangent-cone step) before the certificate."""
     q, S, E = start_face(pb, q, S, active)
     rounds = 0
     for rounds in range(1, max_rounds + 1):
