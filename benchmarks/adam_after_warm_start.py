@@ -21,28 +21,23 @@ from __future__ import annotations
 
 import argparse
 import copy
+import sys
+from pathlib import Path
 
 import torch
 
-import lightning_convex as lc
-from lightning_convex.fashion_mnist import load_fashion_mnist
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from adam_epochs import adam_epoch  # noqa: E402
+
+import lightning_convex as lc  # noqa: E402
+from lightning_convex.fashion_mnist import load_fashion_mnist  # noqa: E402
 
 POLICIES = ("reset", "keep", "zero_m")
 
 
 def objective(net, X, y):
     return float(lc.objective(copy.deepcopy(net).double(), X.double(), y.double(), 1.0))
-
-
-def epoch(net, optimizer, X, y, generator):
-    n = X.shape[0]
-    perm = torch.randperm(n, generator=generator)
-    for i in range(0, n, 256):
-        batch = perm[i:i + 256]
-        optimizer.zero_grad()
-        loss = 0.5 * (net(X[batch]) - y[batch]).square().sum() + net.regularizer() * len(batch) / n
-        loss.backward()
-        optimizer.step()
 
 
 def draw(data, n, cls, seed, args):
@@ -53,7 +48,7 @@ def draw(data, n, cls, seed, args):
     optimizer = torch.optim.Adam(net.parameters(), lr=1e-3)
     generator = torch.Generator().manual_seed(seed)
     for _ in range(args.epochs_before):
-        epoch(net, optimizer, X, y, generator)
+        adam_epoch(net, optimizer, X, y, generator)
     moved = copy.deepcopy(net)
     result = lc.active_set_solve(moved, X.double(), y.double(), 1.0, time_limit=args.warm_seconds,
                                  progress=False, warn=False)
@@ -71,7 +66,7 @@ def draw(data, n, cls, seed, args):
         batches = torch.Generator().manual_seed(seed + 1)
         trace = []
         for e in range(1, args.epochs_after + 1):
-            epoch(follow, opt, X, y, batches)
+            adam_epoch(follow, opt, X, y, batches)
             if e == 1 or e % args.every == 0:
                 trace.append(f"{e}: {objective(follow, X, y):.3f}")
         print(f"  {policy:7s} " + ", ".join(trace), flush=True)

@@ -23,14 +23,20 @@ far the certificate's bound is.
 
 import argparse
 import json
+import sys
 import time
+from pathlib import Path
 
 import torch
 
-import lightning_convex as lc
-from lightning_convex.fashion_mnist import load_fashion_mnist
-from lightning_convex.program import RestrictedProgram
-from lightning_convex.solvers import solve
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from adam_epochs import adam_epoch  # noqa: E402
+
+import lightning_convex as lc  # noqa: E402
+from lightning_convex.fashion_mnist import load_fashion_mnist  # noqa: E402
+from lightning_convex.program import RestrictedProgram  # noqa: E402
+from lightning_convex.solvers import solve  # noqa: E402
 
 
 def free_share(cert, y):
@@ -59,13 +65,7 @@ def main(argv=None):
     gen = torch.Generator().manual_seed(0)
     warm = None
     for epoch in range(args.epochs):
-        perm = torch.randperm(n, generator=gen)
-        for i in range(0, n, 256):
-            batch = perm[i:i + 256]
-            optimizer.zero_grad()
-            loss = 0.5 * (net(X[batch]) - y[batch]).square().sum() + net.regularizer() * len(batch) / n
-            loss.backward()
-            optimizer.step()
+        adam_epoch(net, optimizer, X, y, gen)
         cold = lc.certify(net, X, y, 1.0, method="engine", max_iter=args.iters)
         warm = lc.certify(net, X, y, 1.0, method="engine", max_iter=args.iters, warm_start=warm)
         print(json.dumps(dict(epoch=epoch, J=round(cold.primal, 3), cold=round(cold.lower_bound, 4),
