@@ -67,6 +67,7 @@ def best_of(program: RestrictedProgram, points: Sequence[Tuple[str, torch.Tensor
     else:
         Gm = None
     free = row_counts(program) == 0
+    any_free = bool(sync.max(free.any().to(torch.float64).reshape(1)).item() > 0)
     y_free = torch.where(free, program.y.to(torch.float64), torch.zeros((), dtype=torch.float64))
     best = None
     for name, v in points:
@@ -80,7 +81,7 @@ def best_of(program: RestrictedProgram, points: Sequence[Tuple[str, torch.Tensor
             B = (Av + t[:, None, None] * Gm).norm(dim=2).amax(dim=1)  # B_p(v, t_p mu_p)
         B_max = float(B.max()) if P else 0.0
         completed = torch.where(free, y_free * (B_max / beta if B_max > 0 else 1.0), v)
-        for w in (v, completed):
+        for w in (v, completed) if any_free else (v,):
             sums = sync.sum(torch.stack([w @ program.y, w @ w]))
             bound = lower_bound(float(sums[0]), float(sums[1]), beta, B_max)
             if best is None or bound.value > best[0].value:

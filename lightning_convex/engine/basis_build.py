@@ -56,6 +56,8 @@ class BasisBuild:
         self.sigma: Optional[torch.Tensor] = None
         self.U: Optional[torch.Tensor] = None
         self.basis: Optional[Basis] = None
+        self._Vw: Optional[torch.Tensor] = None  # V and 1 / sigma in the working dtype, for U's pieces
+        self._inv_sigma: Optional[torch.Tensor] = None
         #: seconds per row of the Gram product and of the U product, as last measured
         self.gram_row_seconds: Optional[float] = None
         self.u_row_seconds: Optional[float] = None

@@ -14,14 +14,15 @@ penalty) the best check so far is kept, by the bound the iteration itself reads 
 
 A :class:`DualState` keeps what the next call can reuse: the basis of the rows (one
 eigendecomposition; a fit certifies the same rows every time) and the ADMM iterate with its
-scaled duals and penalty. Under a clock the basis is built in pieces
-(:mod:`.basis_build`), carried from call to call, so that no call overruns its budget paying
-for it; until it is complete a call runs no iteration and returns the network's V-step point
-(:func:`v_step`, which needs no basis) with no multipliers. A later call on the same rows with a pattern set of the same shape
-(a network's own active set an epoch later) continues from that iterate as it is, its stale
-rows included: the scaled duals stay consistent with each other, so the iteration goes on
-where it stopped. (Rebuilding the duals from the new network's residual instead, as a warm
-start from multipliers alone does, throws the iterate far off; :meth:`~.admm.Admm.start`.)
+scaled duals and penalty. Under a clock the basis is built in pieces (:mod:`.basis_build`),
+carried from call to call, so that no call overruns its budget paying for it; until it is
+complete a call runs no iteration and returns the network's V-step point (:func:`v_step`,
+which needs no basis) with no multipliers. A later call on the same rows with a pattern set of
+the same shape (a network's own active set an epoch later) continues from that iterate as it
+is, its stale rows included: the scaled duals stay consistent with each other, so the
+iteration goes on where it stopped. (Rebuilding the duals from the new network's residual
+instead, as a warm start from multipliers alone does, throws the iterate far off;
+:meth:`~.admm.Admm.start`.)
 
 Sums over rows go through the program's :class:`~lightning_convex.rows.RowSync`, and the
 decision to stop is taken on every process alike (a vote), so sharded rows give the

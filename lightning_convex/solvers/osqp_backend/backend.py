@@ -12,12 +12,12 @@ from ...solution import Solution, SolveStatus
 from ..registry import Backend, Capabilities
 from .limits import Limits
 from .problem import Problem
-from .run import RunResult, Settings, run
+from .run import DEFAULT_EPS, DEFAULT_FEAS_TOL, RunResult, Settings, run
 from .warm import start_point, warm_variable
 
 def solve_osqp(program: RestrictedProgram, tol: float = 1e-6, time_limit: float = float("inf"),
-               max_iter: int = 500, warm_start=None, verbose: bool = False, eps: float = 1e-5,
-               feas_tol: float = 1e-9) -> Solution:
+               max_iter: int = 500, warm_start=None, verbose: bool = False,
+               eps: float = DEFAULT_EPS, feas_tol: float = DEFAULT_FEAS_TOL) -> Solution:
     """Solve the restricted program with OSQP QPs and an exact face polish (see the package docstring).
 
     Args:

@@ -21,10 +21,9 @@ can resolve; the best certified point is returned). A run stops with the budget'
 from __future__ import annotations
 
 import dataclasses
+import time
 from dataclasses import dataclass
 from typing import Optional
-
-import time
 
 import numpy as np
 
@@ -69,6 +68,12 @@ WARM_POLISH_ROUNDS = 8
 #: continuations with a lower floor of OSQP's tolerance after a run ends at its floors uncertified
 EPS_RETRIES = 2
 EPS_RETRY_FACTOR = 0.01
+
+
+#: the backend's defaults: OSQP's tightest tolerance and the largest cone-row violation accepted
+#: (in units of max(1, max|y|))
+DEFAULT_EPS = 1e-5
+DEFAULT_FEAS_TOL = 1e-9
 
 
 @dataclass(frozen=True)

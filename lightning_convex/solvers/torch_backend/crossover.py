@@ -38,8 +38,8 @@ from ..osqp_backend.limits import Limits, Stop
 from ..osqp_backend.polish import polish
 from ..osqp_backend.projection import project_feasible
 from ..osqp_backend.problem import Problem
+from ..osqp_backend.run import DEFAULT_EPS, DEFAULT_FEAS_TOL, run
 from ..osqp_backend.run import Settings as RunSettings
-from ..osqp_backend.run import run
 from ...solution import SolveStatus
 
 #: support levels tried (a group is in S when its norm exceeds level * the largest group norm)
@@ -48,9 +48,6 @@ SUPPORT_LEVELS = (1e-3, 1e-5, 1e-7)
 MAX_POLISH_ITER = 200
 #: outer iterations of the smoothed continuation that finishes an uncertified final crossover
 MAX_FINISH_ITER = 500
-#: OSQP's tightest tolerance and the feasibility bar of that continuation (the osqp defaults)
-FINISH_EPS = 1e-5
-FINISH_FEAS_TOL = 1e-9
 
 
 class Crossover:
@@ -112,7 +109,7 @@ class Crossover:
     def _finish(self, q: np.ndarray, tol: float, deadline: float):
         """(q, mu) of the smoothed continuation from q when it certifies a gap <= tol, else
         (None, None)."""
-        settings = RunSettings(tol=tol, eps=FINISH_EPS, feas_tol=FINISH_FEAS_TOL, max_iter=MAX_FINISH_ITER,
+        settings = RunSettings(tol=tol, eps=DEFAULT_EPS, feas_tol=DEFAULT_FEAS_TOL, max_iter=MAX_FINISH_ITER,
                                verbose=False)
         q0, _ = project_feasible(self.pb, q, self.pb.norms(q) > 0)
         result = run(self.pb, q0, settings, Limits(deadline, MAX_FINISH_ITER))
